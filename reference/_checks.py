@@ -1,0 +1,58 @@
+"""Input validation shared by the reference ops.
+
+Every check raises ``TypeError`` (wrong kind of value) or ``ValueError`` (wrong shape or value) with a message
+that names what was expected and what came, so a learner sees the mistake, not a broadcast into a wrong answer.
+"""
+import numpy as np
+
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def check_float(name, x, ndim_min=0):
+    """Require a real float32/float64 ndarray with at least ``ndim_min`` axes; return it unchanged."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray of float32 or float64, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {x.dtype}")
+    if x.ndim < ndim_min:
+        raise ValueError(f"{name}: expected at least {ndim_min} dimension(s), got shape {x.shape}")
+    return x
+
+
+def check_same_dtype(**arrays):
+    """Require all named arrays to share one dtype (no silent float32 -> float64 promotion)."""
+    items = [(k, v) for k, v in arrays.items() if v is not None]
+    dtypes = {v.dtype for _, v in items}
+    if len(dtypes) > 1:
+        desc = ", ".join(f"{k}: {v.dtype}" for k, v in items)
+        raise TypeError(f"expected one float dtype for all inputs, got {desc}")
+
+
+def check_shape(name, x, expected):
+    """Require ``x.shape == expected``; ``None`` in ``expected`` matches any size on that axis."""
+    ok = x.ndim == len(expected) and all(e is None or e == s for e, s in zip(expected, x.shape))
+    if not ok:
+        want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ("," if len(expected) == 1 else "") + ")"
+        raise ValueError(f"{name}: expected shape {want}, got {x.shape}")
+
+
+def check_int(name, x):
+    """Require an integer ndarray (token ids, targets); return it unchanged."""
+    if not isinstance(x, np.ndarray) or not np.issubdtype(x.dtype, np.integer):
+        got = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
+        raise TypeError(f"{name}: expected an integer numpy.ndarray, got {got}")
+    return x
+
+
+def check_bool_mask(name, mask, target_shape):
+    """Require a boolean mask that broadcasts to ``target_shape`` without growing it."""
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+        got = mask.dtype if isinstance(mask, np.ndarray) else type(mask).__name__
+        raise TypeError(f"{name}: expected a boolean numpy.ndarray (True = may attend), got {got}")
+    try:
+        shape = np.broadcast_shapes(mask.shape, tuple(target_shape))
+    except ValueError:
+        shape = None
+    if shape != tuple(target_shape):
+        raise ValueError(f"{name}: expected a shape broadcastable to {tuple(target_shape)}, got {mask.shape}")
+    return mask

@@ -1,0 +1,21 @@
+"""Test setup. TRITON_INTERPRET must be set before any @triton.jit is imported, so it comes first."""
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Deterministic, bounded property tests: CI time stays predictable.
+settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
+settings.load_profile("ci")
+
+
+@pytest.fixture
+def rng():
+    """A fresh seeded generator per test, so tests do not depend on their order."""
+    return np.random.default_rng(0)
