@@ -4,8 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-# The Triton interpreter runs kernels on the CPU; it must be on before any @triton.jit is imported.
-export TRITON_INTERPRET ?= 1
+# Tests and chapters run Triton kernels in the interpreter on the CPU; it must be on before any @triton.jit is
+# imported. `make bench` leaves it off so that, on a machine with a GPU, kernels run natively.
+INTERPRET := TRITON_INTERPRET=1
 # Models and data come from installed packages, never from a hub.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -26,10 +27,10 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -q tests
+	$(INTERPRET) $(PY) -m pytest -n 2 -q tests
 
 book: $(STAMP)
-	$(PY) -m chapters.build
+	$(INTERPRET) $(PY) -m chapters.build
 
 bench: $(STAMP)
 	$(PY) -m bench.run
