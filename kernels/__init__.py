@@ -1,0 +1,8 @@
+"""Triton kernels for attention, LayerNorm and the FFN, each with a torch.autograd.Function wrapper.
+
+They run natively on a CUDA GPU, or in Triton's CPU interpreter when ``TRITON_INTERPRET=1`` is set before this
+package is imported. NumPy twins: ``reference/attention.py``, ``reference/layernorm.py``, ``reference/ffn.py``.
+"""
+from .layernorm import layer_norm
+
+__all__ = ["layer_norm"]

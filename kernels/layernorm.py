@@ -1,0 +1,212 @@
+r"""LayerNorm in Triton: one row per program, statistics in float32.
+
+.. math::
+    \mu = \frac{1}{N}\sum_j x_j,\quad \sigma^2 = \frac{1}{N}\sum_j (x_j-\mu)^2,\quad
+    \hat x = (x-\mu)\,r,\; r = \frac{1}{\sqrt{\sigma^2+\epsilon}},\quad y = \hat x\,\gamma + \beta
+
+Forward: one program per row; it saves the row's mean and rstd ``r`` in float32 for the backward.
+Backward, two stages and no locks: ``G`` programs each take the rows ``g, g + G, g + 2G, ...``, write their ``dx``
+and keep running float32 sums of ``dy * xhat`` (dgamma) and ``dy`` (dbeta) in registers; each writes its partial
+sums to row ``g`` of a (G, N) float32 buffer, and a second kernel sums the G rows per column.
+NumPy twin: ``reference/layernorm.py``.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from ._common import check_shape, check_tensors, interpreting
+
+# A whole row lives in registers: 64 KiB of the input per program, as in the Triton tutorial.
+_MAX_ROW_BYTES = 65536
+
+
+@triton.jit
+def _layer_norm_fwd_kernel(
+    X, Y, W, B, Mean, Rstd,
+    stride_xm, stride_xn, stride_w, stride_b,
+    N, eps,
+    BLOCK_N: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK_N)
+    mask = cols < N
+    x = tl.load(X + row * stride_xm + cols * stride_xn, mask=mask, other=0.0).to(tl.float32)  # (BLOCK_N,)
+    mean = tl.sum(x, axis=0) / N
+    xc = tl.where(mask, x - mean, 0.0)                                                        # (BLOCK_N,)
+    var = tl.sum(xc * xc, axis=0) / N                    # biased (population) variance, as in the paper
+    rstd = 1.0 / tl.sqrt(var + eps)                      # eps inside the square root
+    w = tl.load(W + cols * stride_w, mask=mask, other=0.0).to(tl.float32)
+    b = tl.load(B + cols * stride_b, mask=mask, other=0.0).to(tl.float32)
+    y = xc * rstd * w + b
+    tl.store(Y + row * N + cols, y.to(Y.dtype.element_ty), mask=mask)
+    tl.store(Mean + row, mean)
+    tl.store(Rstd + row, rstd)
+
+
+@triton.jit
+def _layer_norm_bwd_dx_kernel(
+    X, DY, DX, W, Mean, Rstd, DW_partial, DB_partial,
+    stride_xm, stride_xn, stride_dym, stride_dyn, stride_w,
+    M, N,
+    BLOCK_N: tl.constexpr,
+):
+    g = tl.program_id(0)
+    n_programs = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_N)
+    mask = cols < N
+    w = tl.load(W + cols * stride_w, mask=mask, other=0.0).to(tl.float32)
+    dw_acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    db_acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    row = g.to(tl.int64)                                 # int64: row * stride can pass 2**31
+    for _ in range(g, M, n_programs):
+        x = tl.load(X + row * stride_xm + cols * stride_xn, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + row * stride_dym + cols * stride_dyn, mask=mask, other=0.0).to(tl.float32)
+        mean = tl.load(Mean + row)
+        rstd = tl.load(Rstd + row)
+        xhat = tl.where(mask, (x - mean) * rstd, 0.0)
+        # forward: y = xhat * gamma + beta
+        dw_acc += dy * xhat
+        db_acc += dy
+        dxhat = dy * w
+        # forward: xhat = (x - mean) * rstd, with mean and rstd functions of the whole row:
+        # dx = rstd * (dxhat - mean_j(dxhat) - xhat * mean_j(dxhat * xhat))
+        c1 = tl.sum(dxhat * xhat, axis=0) / N
+        c2 = tl.sum(dxhat, axis=0) / N
+        dx = (dxhat - (xhat * c1 + c2)) * rstd
+        tl.store(DX + row * N + cols, dx.to(DX.dtype.element_ty), mask=mask)
+        row += n_programs
+    tl.store(DW_partial + g * N + cols, dw_acc, mask=mask)
+    tl.store(DB_partial + g * N + cols, db_acc, mask=mask)
+
+
+@triton.jit
+def _layer_norm_bwd_dwdb_kernel(
+    DW_partial, DB_partial, DW, DB,
+    G, N,
+    BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_mask = cols < N
+    dw = tl.zeros((BLOCK_G, BLOCK_N), dtype=tl.float32)
+    db = tl.zeros((BLOCK_G, BLOCK_N), dtype=tl.float32)
+    for g0 in range(0, G, BLOCK_G):
+        rows = g0 + tl.arange(0, BLOCK_G)
+        mask = (rows[:, None] < G) & col_mask[None, :]
+        offs = rows[:, None] * N + cols[None, :]                                       # (BLOCK_G, BLOCK_N)
+        dw += tl.load(DW_partial + offs, mask=mask, other=0.0)
+        db += tl.load(DB_partial + offs, mask=mask, other=0.0)
+    tl.store(DW + cols, tl.sum(dw, axis=0).to(DW.dtype.element_ty), mask=col_mask)
+    tl.store(DB + cols, tl.sum(db, axis=0).to(DB.dtype.element_ty), mask=col_mask)
+
+
+def _num_warps(block_n):
+    return min(max(block_n // 256, 1), 8)
+
+
+def _check(x, weight, bias, eps):
+    dtype, _ = check_tensors(x=x, weight=weight, bias=bias)
+    if x.ndim < 1:
+        raise ValueError(f"x: expected at least 1 dimension (..., N), got shape {tuple(x.shape)}")
+    n = x.shape[-1]
+    check_shape("weight", weight, (n,))
+    check_shape("bias", bias, (n,))
+    max_n = _MAX_ROW_BYTES // x.element_size()
+    if n < 1 or n > max_n:
+        raise ValueError(f"x: expected 1 <= N <= {max_n} features for {dtype} (one row per program), got N = {n}")
+    if not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"eps: expected a positive number, got {eps!r}")
+
+
+def layer_norm_fwd(x, weight, bias, eps=1e-5):
+    """Forward launch. x (..., N), weight/bias (N,) -> y (..., N) in x's dtype, mean and rstd (M,) in float32."""
+    _check(x, weight, bias, eps)
+    n = x.shape[-1]
+    x2 = x.reshape(-1, n)                                  # (M, N), a view when the layout allows, strides passed
+    m = x2.shape[0]
+    y = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    mean = torch.empty((m,), dtype=torch.float32, device=x.device)
+    rstd = torch.empty((m,), dtype=torch.float32, device=x.device)
+    if m > 0:
+        block_n = triton.next_power_of_2(n)
+        _layer_norm_fwd_kernel[(m,)](
+            x2, y, weight, bias, mean, rstd,
+            x2.stride(0), x2.stride(1), weight.stride(0), bias.stride(0),
+            n, float(eps),
+            BLOCK_N=block_n, num_warps=_num_warps(block_n),
+        )
+    return y.reshape(x.shape), mean, rstd
+
+
+def _n_partials(m, device):
+    if interpreting():
+        return min(m, 4)
+    return min(m, 4 * torch.cuda.get_device_properties(device).multi_processor_count)
+
+
+def layer_norm_bwd(dy, x, weight, mean, rstd):
+    """Backward launches. dy, x (..., N) -> dx (..., N), dweight (N,), dbias (N,) in the input's dtype."""
+    n = x.shape[-1]
+    check_tensors(dy=dy, x=x, weight=weight)
+    check_shape("dy", dy, tuple(x.shape))
+    x2 = x.reshape(-1, n)                                  # (M, N)
+    dy2 = dy.reshape(-1, n)                                # (M, N)
+    m = x2.shape[0]
+    dx = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    dw = torch.empty((n,), dtype=weight.dtype, device=x.device)
+    db = torch.empty((n,), dtype=weight.dtype, device=x.device)
+    if m == 0:
+        return dx.reshape(x.shape), dw.zero_(), db.zero_()
+    n_partials = _n_partials(m, x.device)
+    dw_partial = torch.empty((n_partials, n), dtype=torch.float32, device=x.device)   # (G, N)
+    db_partial = torch.empty((n_partials, n), dtype=torch.float32, device=x.device)   # (G, N)
+    block_n = triton.next_power_of_2(n)
+    _layer_norm_bwd_dx_kernel[(n_partials,)](
+        x2, dy2, dx, weight, mean, rstd, dw_partial, db_partial,
+        x2.stride(0), x2.stride(1), dy2.stride(0), dy2.stride(1), weight.stride(0),
+        m, n,
+        BLOCK_N=block_n, num_warps=_num_warps(block_n),
+    )
+    block_cols = min(block_n, 128)
+    _layer_norm_bwd_dwdb_kernel[(triton.cdiv(n, block_cols),)](
+        dw_partial, db_partial, dw, db,
+        n_partials, n,
+        BLOCK_G=32, BLOCK_N=block_cols,
+    )
+    return dx.reshape(x.shape), dw, db
+
+
+class LayerNormFunction(torch.autograd.Function):
+    """Autograd wrapper: forward and backward both run the Triton kernels above."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        y, mean, rstd = layer_norm_fwd(x, weight, bias, eps)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, mean, rstd = ctx.saved_tensors
+        dx, dw, db = layer_norm_bwd(dy, x, weight, mean, rstd)
+        return dx, dw, db, None
+
+
+def layer_norm(x, weight, bias, eps=1e-5):
+    r"""LayerNorm over the last axis, :math:`y = \frac{x-\mu}{\sqrt{\sigma^2+\epsilon}}\gamma + \beta`, in Triton.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (..., N)
+        fp32, fp16 or bf16; any strides (a copy is made only when the leading axes cannot be flattened as a view).
+    weight, bias : torch.Tensor, shape (N,)
+        gamma and beta, same dtype and device as ``x``.
+    eps : float
+        Added to the variance inside the square root.
+
+    Returns
+    -------
+    torch.Tensor, shape (..., N)
+        y in x's dtype; differentiable in x, weight and bias.
+    """
+    _check(x, weight, bias, eps)
+    return LayerNormFunction.apply(x, weight, bias, eps)
