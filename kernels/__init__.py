@@ -3,6 +3,7 @@
 They run natively on a CUDA GPU, or in Triton's CPU interpreter when ``TRITON_INTERPRET=1`` is set before this
 package is imported. NumPy twins: ``reference/attention.py``, ``reference/layernorm.py``, ``reference/ffn.py``.
 """
+from .ffn import fused_ffn
 from .layernorm import layer_norm
 
-__all__ = ["layer_norm"]
+__all__ = ["fused_ffn", "layer_norm"]
