@@ -42,25 +42,26 @@ import numpy as np
 from reference._checks import check_float
 
 
-def _walk(params, others, names, path=""):
-    """Yield ``(path, p, *leaves of others)`` for every leaf of ``params``; the other trees must match it."""
+def _walk(params, others, names, path="", root="params"):
+    """Yield ``(path, p, *leaves of others)`` for every leaf of ``params`` (called ``root`` in errors); the
+    other trees (called ``names``) must match its nesting, shapes and dtypes."""
     if isinstance(params, dict):
         for tree, name in zip(others, names):
             if not isinstance(tree, dict) or set(tree) != set(params):
                 got = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
                 raise ValueError(f"{name} at '{path}': expected a dict with keys {sorted(params)}, got {got}")
         for key, sub in params.items():
-            yield from _walk(sub, [t[key] for t in others], names, f"{path}/{key}" if path else str(key))
+            yield from _walk(sub, [t[key] for t in others], names, f"{path}/{key}" if path else str(key), root)
     elif isinstance(params, (list, tuple)):
         for tree, name in zip(others, names):
             if not isinstance(tree, (list, tuple)) or len(tree) != len(params):
                 got = f"length {len(tree)}" if isinstance(tree, (list, tuple)) else type(tree).__name__
                 raise ValueError(f"{name} at '{path}': expected a list of length {len(params)}, got {got}")
         for i, sub in enumerate(params):
-            yield from _walk(sub, [t[i] for t in others], names, f"{path}/{i}" if path else str(i))
+            yield from _walk(sub, [t[i] for t in others], names, f"{path}/{i}" if path else str(i), root)
     else:
         where = path or "<root>"
-        check_float(f"params at '{where}'", params)
+        check_float(f"{root} at '{where}'", params)
         for tree, name in zip(others, names):
             check_float(f"{name} at '{where}'", tree)
             if tree.dtype != params.dtype or tree.shape != params.shape:
@@ -243,8 +244,8 @@ def warmup_cosine(step, max_lr, warmup, total, min_lr=0.0):
 
     .. math::
         \\eta(s) = \\begin{cases} \\eta_{max}\\, s / w & s \\le w \\\\
-        \\eta_{min} + \\tfrac12 (\\eta_{max} - \\eta_{min})\\left(1 + \\cos\\left(\\pi \\frac{s - w}{S - w}\\right)\\right)
-        & w < s < S \\\\ \\eta_{min} & s \\ge S \\end{cases}
+        \\eta_{min} + \\tfrac12 (\\eta_{max} - \\eta_{min})
+        \\left(1 + \\cos\\left(\\pi \\frac{s - w}{S - w}\\right)\\right) & w < s < S \\\\ \\eta_{min} & s \\ge S \\end{cases}
 
     Steps count from 1 (the first update uses ``max_lr / warmup``). The warm-up is ``torch``'s
     ``LinearLR(start_factor=1/w, total_iters=w-1)`` and the decay its ``CosineAnnealingLR(T_max=S-w)``.
@@ -283,7 +284,7 @@ def clip_grad_norm(grads, max_norm):
         The norm before clipping.
     """
     max_norm = _scalar("max_norm", max_norm, low_open=True)
-    leaves = [g for _, g in _walk(grads, [], [])]
+    leaves = [g for _, g in _walk(grads, [], [], root="grads")]
     total_norm = math.sqrt(sum(float(np.vdot(g, g)) for g in leaves))
     clip_coef = max_norm / (total_norm + 1e-6)
     if not clip_coef >= 1.0:

@@ -226,3 +226,5 @@ def test_clip_grad_norm_matches_torch(max_norm, dtype, tol, rng):
 def test_clip_grad_norm_errors():
     with pytest.raises(ValueError, match="max_norm"):
         optim.clip_grad_norm({"a": np.ones(2)}, 0.0)
+    with pytest.raises(TypeError, match="grads at 'b/0': expected a numpy.ndarray"):
+        optim.clip_grad_norm({"a": np.ones(2), "b": [1.0]}, 1.0)
