@@ -52,6 +52,7 @@ def test_char_on_the_corpus_is_one_token_per_character(corpus):
     train, val = data.train_val_split(corpus)
     tok = CharTokenizer.train(train)
     ids = tok.encode(val)
+    assert len(tok.chars) == 63 and tok.vocab_size == 63 + 256
     assert len(ids) == len(val) and max(ids) < len(tok.chars)   # no fallback needed on the validation text
     assert tok.decode(ids) == val
 

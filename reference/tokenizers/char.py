@@ -3,7 +3,7 @@
 Ids
 ---
 - ``0 .. n_chars - 1``: the characters seen in training, in code-point order (for the King James Bible:
-  62 characters, newline included).
+  63 characters, newline included).
 - ``n_chars .. n_chars + 255``: one id per byte value. A character that training never saw is encoded as the
   ids of its UTF-8 bytes, so ``decode(encode(s)) == s`` for any string ``s`` that UTF-8 can encode (any ``str``
   without lone surrogates). The model never sees these ids in the corpus; they only make the tokenizer total.
