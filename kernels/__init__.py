@@ -3,7 +3,8 @@
 They run natively on a CUDA GPU, or in Triton's CPU interpreter when ``TRITON_INTERPRET=1`` is set before this
 package is imported. NumPy twins: ``reference/attention.py``, ``reference/layernorm.py``, ``reference/ffn.py``.
 """
+from .attention import flash_attention
 from .ffn import fused_ffn
 from .layernorm import layer_norm
 
-__all__ = ["fused_ffn", "layer_norm"]
+__all__ = ["flash_attention", "fused_ffn", "layer_norm"]

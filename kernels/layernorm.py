@@ -113,8 +113,10 @@ def _check(x, weight, bias, eps):
     max_n = _MAX_ROW_BYTES // x.element_size()
     if n < 1 or n > max_n:
         raise ValueError(f"x: expected 1 <= N <= {max_n} features for {dtype} (one row per program), got N = {n}")
-    if not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f"eps: expected a positive number, got {eps!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps: expected a positive number, got {type(eps).__name__}")
+    if not 0 < eps < float("inf"):
+        raise ValueError(f"eps: expected a positive finite number, got {eps!r}")
 
 
 def layer_norm_fwd(x, weight, bias, eps=1e-5):
