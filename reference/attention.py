@@ -153,6 +153,15 @@ def backward(dout, cache):
     return dq.reshape(q_shape), dk.reshape(k_shape), dv.reshape(v_shape)
 
 
+def probabilities(cache):
+    """The attention probabilities P, shape (..., T_q, T_k), from a :func:`forward` cache.
+
+    Rows sum to 1 (0 for a fully masked row). A view into the cache: copy it before changing it.
+    """
+    p, q_shape, k_shape = cache[3], cache[6], cache[7]
+    return p.reshape(q_shape[:-1] + k_shape[-2:-1])
+
+
 def forward_blocked(q, k, v, mask=None, block_size=64):
     r"""Attention by the online softmax over tiles, never forming the ``(T_q, T_k)`` matrix.
 

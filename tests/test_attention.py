@@ -331,6 +331,20 @@ def test_threaded_result_is_bitwise_the_serial_one(rng):
         np.testing.assert_array_equal(a, b)
 
 
+def test_probabilities_are_the_masked_softmax(rng):
+    lead, T_q, T_k = (2, 3), 4, 5
+    q, k, v = random_qkv(rng, lead, T_q, T_k, 3, 3)
+    mask = random_mask(rng, lead + (T_q, T_k))
+    mask[0, 0, 1] = False                        # one fully masked row: probabilities 0
+    _, cache = attention.forward(q, k, v, mask)
+    s = torch.from_numpy(q @ k.swapaxes(-1, -2) / math.sqrt(3)).masked_fill(~torch.from_numpy(mask), float("-inf"))
+    want = torch.nan_to_num(torch.softmax(s, dim=-1)).numpy()
+    got = attention.probabilities(cache)
+    assert got.shape == lead + (T_q, T_k)
+    assert rel_error(got, want) < RTOL_F64
+    assert not got[0, 0, 1].any()
+
+
 # ---------------------------------------------------------------- bad input
 
 def _bad_calls():
@@ -398,3 +412,4 @@ def _bad_calls():
 def test_bad_input_raises_a_clear_error(name, call, error, message):
     with pytest.raises(error, match=message):
         call()
+
