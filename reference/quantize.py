@@ -15,8 +15,9 @@ integer zero point :math:`z`, shared by a block of elements (the whole tensor, o
 
 Conventions, all deliberate:
 
-- **Rounding** is ``np.rint``: round half to even (2.5 -> 2, 3.5 -> 4), so ties do not bias the codes upward. Inside
-  the range every element then satisfies :math:`|W - \hat W| \le s/2`.
+- **Rounding** is ``np.rint``: round half to even (2.5 -> 2, 3.5 -> 4), so ties do not bias the codes up
+  (``floor(x + 0.5)``) or away from 0 (``np.round`` in C). Inside the range every element then satisfies
+  :math:`|W - \hat W| \le s/2`, up to float rounding.
 - **Symmetric codes use** :math:`[-(2^{b-1}-1),\ 2^{b-1}-1]` **, not** :math:`-2^{b-1}`: the grid is then symmetric
   about 0 (the max-abs element maps to :math:`\pm q_{\max}` whatever its sign, and :math:`-q` is always a code), and
   no product of two int8 codes exceeds :math:`127^2` in size, the bound :func:`int_matmul` uses to rule out int32
@@ -32,7 +33,11 @@ Conventions, all deliberate:
 
 Where the scale lives is chosen by ``axis`` and ``group_size``: ``axis=None`` one scale for the tensor; ``axis=k``
 one scale per index along axis ``k`` (per channel: for ``y = x W`` with ``W`` (d_in, d_out), ``axis=1`` gives one
-scale per output column); ``group_size=g`` one scale per run of ``g`` consecutive elements along the last axis.
+scale per output column); ``group_size=g`` one scale per run of ``g`` consecutive elements along the last axis
+(for ``W`` (d_in, d_out) that is along d_out; quantize ``W.T`` for groups along the reduction axis d_in, the layout
+of GPTQ/AWQ's (out, in) weights). ``clip`` narrows the range the scale is fitted to (a percentile or a fixed
+``(lo, hi)``); weights outside it are clamped to the edge codes. Weights must be finite and at most a quarter of
+the dtype's maximum, so that no step of the computation overflows.
 
 Fake quantization (:func:`fake_quant_forward`) returns :math:`\hat W` in float for quantization-aware training; its
 backward is the straight-through estimator: see :func:`fake_quant_backward`.
@@ -176,7 +181,7 @@ def _quantize_view(Wv, reduce, bits, symmetric, clip):
     return codes, s.astype(dt), z, lo, hi
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class QuantizedTensor:
     """A tensor as integer codes plus scales (and zero points): the output of :func:`quantize`.
 
