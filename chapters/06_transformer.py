@@ -1,0 +1,684 @@
+# %% [markdown]
+# # 6. The Transformer, equation by equation
+#
+# This chapter walks through §3 of the material (核心算法原理…数学模型公式, "core algorithms and the
+# mathematical formulas") one equation at a time. For each piece it quotes the material, states the correct
+# equation from Vaswani et al., *Attention Is All You Need* (2017), derives the backward pass, calls the code that
+# implements both, and checks the gradient live against finite differences. Where the material's formula is wrong,
+# it runs the formula *as printed* beside the correct one and shows the difference with numbers.
+#
+# | piece | material | code |
+# |---|---|---|
+# | scaled dot-product attention, causal mask | §3.2.1 | `reference/attention.py` (`forward`, `backward`, `causal_mask`) |
+# | the same, blocked with an online softmax | — | `reference/attention.py` (`forward_blocked`, `backward_blocked`) |
+# | softmax and its Jacobian | §3.2.1 | `reference/softmax.py` |
+# | multi-head attention | §3.2.2 | `reference/multihead.py` |
+# | sinusoidal positional encoding | §3.2.3 | `reference/positional.py` |
+# | position-wise feed-forward network | §3.2.4 | `reference/ffn.py` (uses `reference/activations.py`, `reference/linear.py`) |
+# | layer normalisation | §3.2.5 | `reference/layernorm.py` |
+# | residual + Add & Norm, encoder and decoder layers, the model | §3.1, §3.3 | `reference/layers.py`, `reference/transformer.py` |
+# | the material's formulas exactly as printed | §3.2.3–§3.2.5 | `reference/as_written.py` |
+#
+# Nothing below defines model maths of its own: every equation is computed by `reference/`, and the notebook only
+# calls it, checks it and draws it. The tests for the same equations live in `tests/test_<module>.py`.
+
+# %%
+import numpy as np
+import matplotlib.pyplot as plt
+
+from _book import QUICK, savefig
+from reference import as_written, attention, ffn, layernorm, layers, multihead, positional, softmax, transformer
+from tests.gradcheck import RTOL_FD, numerical_grad, rel_error
+
+np.set_printoptions(precision=4, suppress=True)
+
+
+def gradcheck(name, loss, inputs, analytic):
+    """Assert that analytic gradients match float64 central differences, and print the relative errors.
+
+    ``loss()`` is sum(out * g) for a fixed random upstream gradient g, so d loss / d input is exactly what the
+    backward pass returns for upstream g. RTOL_FD = 1e-6 (tests/gradcheck.py): a right gradient agrees to about
+    1e-8, a wrong term shows up at 1e-2 or worse. A gradient that is exactly zero (see the key bias in 6.3) has
+    no scale to be relative to: there both sides must be below ZERO_ATOL, the finite differences' round-off.
+    """
+    errs = {}
+    for key, x in inputs.items():
+        numeric = numerical_grad(loss, x)
+        zero = max(np.abs(numeric).max(), np.abs(analytic[key]).max()) < ZERO_ATOL
+        errs[key] = 0.0 if zero else rel_error(analytic[key], numeric)
+    zeros = [k for k, e in errs.items() if e == 0.0]
+    if len(errs) <= 5:
+        print(f"{name}: relative error " + ", ".join(f"d{k} {e:.1e}" for k, e in errs.items()))
+    else:
+        worst = max(errs, key=errs.get)
+        print(f"{name}: {len(errs)} gradients, largest relative error {errs[worst]:.1e} (d {worst})"
+              + (f"; exactly zero: {zeros}" if zeros else ""))
+    bad = {k: e for k, e in errs.items() if not e < RTOL_FD}
+    assert not bad, f"{name}: relative errors above {RTOL_FD:.0e}: {bad}"
+
+
+# f(x +- h) ~ 1 in float64 has round-off ~1e-16, so a finite difference of a zero gradient is ~1e-16 / h = 1e-10
+ZERO_ATOL = 1e-8
+rng = np.random.default_rng(0)
+print("quick mode" if QUICK else "full mode")
+
+# %% [markdown]
+# ## 6.1 What §3.1 lists, and two errata before we start
+#
+# > 4. 层ORMAL化（Layer Normalization）：用于正则化模型，减少过拟合。
+# >
+# > "4. Layer ORMAL-isation (Layer Normalization): used to regularise the model and reduce overfitting."
+#
+# Two things are wrong in this one line. "层ORMAL化" is a garbled word: the term is 层归一化 (layer
+# normalisation). And LayerNorm is not a regulariser against overfitting: Ba, Kiros & Hinton (2016) introduced
+# it to keep each layer's inputs at a fixed mean and scale, which makes training faster and more stable. The
+# Transformer's regularisers are dropout and label smoothing (Vaswani et al., §5.4). §3.1 also omits the
+# residual connections, without which none of the stacks below would train; we come back to them in §6.7.
+
+# %% [markdown]
+# ## 6.2 Scaled dot-product attention (§3.2.1)
+#
+# > $\text{Attention}(Q, K, V) = \text{softmax}\left(\frac{QK^T}{\sqrt{d_k}}\right)V$，其中 $d_k$ 是键矩阵的维度。
+# >
+# > "…where $d_k$ is the dimension of the key matrix."
+#
+# This formula is right (it is equation (1) of the paper); $d_k$ is the width of one key vector. With
+# $Q \in \mathbb{R}^{T_q \times d_k}$, $K \in \mathbb{R}^{T_k \times d_k}$, $V \in \mathbb{R}^{T_k \times d_v}$:
+#
+# $$
+# S = \frac{Q K^\top}{\sqrt{d_k}}, \qquad P = \operatorname{softmax}_{\text{row}}(S), \qquad O = P V .
+# $$
+#
+# The $1/\sqrt{d_k}$ keeps the scores at unit scale: if the entries of $q$ and $k$ are independent with variance 1,
+# $q \cdot k$ has variance $d_k$, and a softmax of scores that large saturates (one weight near 1, the others
+# near 0, and gradients near 0). A **mask** sets chosen scores to $-\infty$ before the softmax, so those weights
+# are exactly 0. The decoder uses a *causal* mask: query $i$ may see key $j$ only if $j \le i$ (aligned
+# bottom-right when $T_q \ne T_k$, so that decoding one token against a cache of earlier keys works).
+#
+# **Backward.** Given $dO = \partial L / \partial O$, go back through the three steps.
+#
+# * $O = PV$: $\quad dV = P^\top dO, \qquad dP = dO\, V^\top$.
+# * $P = \operatorname{softmax}(S)$ row by row. The softmax Jacobian is
+#   $\partial P_{ij} / \partial S_{il} = P_{ij}(\delta_{jl} - P_{il})$, so
+#   $$dS_{il} = \sum_j dP_{ij} P_{ij}(\delta_{jl} - P_{il}) = P_{il}\Big(dP_{il} - \sum_j P_{ij}\, dP_{ij}\Big).$$
+#   The row sum simplifies: $\sum_j P_{ij} dP_{ij} = \sum_j P_{ij} (dO_i \cdot V_j) = dO_i \cdot O_i =: D_i$.
+#   So $dS = P \circ (dP - D)$ with $D = \operatorname{rowsum}(dO \circ O)$, a vector that needs no $T \times T$
+#   matrix; the blocked version below depends on this.
+# * $S = QK^\top / \sqrt{d_k}$: $\quad dQ = dS\, K / \sqrt{d_k}, \qquad dK = dS^\top Q / \sqrt{d_k}$.
+#
+# A masked score has $P = 0$, so its $dS$ is 0 too: no gradient flows through a connection that does not exist.
+#
+# First the softmax alone. Its backward (`reference/softmax.py`) is the Jacobian-vector product above, never
+# the $T \times T$ Jacobian itself:
+
+# %%
+s = rng.standard_normal((3, 5))                  # (rows, T_k) scores, float64
+g = rng.standard_normal((3, 5))                  # a random upstream gradient
+p, cache = softmax.forward(s)
+ds = softmax.backward(g, cache)
+gradcheck("softmax", lambda: float((softmax.forward(s)[0] * g).sum()), {"s": s}, {"s": ds})
+print("rows of P sum to", p.sum(axis=-1))
+
+# %% [markdown]
+# Now attention with a causal mask, $T_q = 4$ queries against $T_k = 6$ keys (two keys are "from the cache"), and
+# a live gradient check of $dQ, dK, dV$:
+
+# %%
+B, H, T_q, T_k, d_k = 2, 2, 4, 6, 3
+q = rng.standard_normal((B, H, T_q, d_k))        # (B, H, T_q, d_k)
+k = rng.standard_normal((B, H, T_k, d_k))        # (B, H, T_k, d_k)
+v = rng.standard_normal((B, H, T_k, d_k))        # (B, H, T_k, d_v)
+mask = attention.causal_mask(T_q, T_k)           # (T_q, T_k), True = may attend
+print(mask.astype(int))
+
+dout = rng.standard_normal((B, H, T_q, d_k))
+out, cache = attention.forward(q, k, v, mask=mask)
+dq, dk, dv = attention.backward(dout, cache)
+gradcheck("attention (causal)", lambda: float((attention.forward(q, k, v, mask=mask)[0] * dout).sum()),
+          {"q": q, "k": k, "v": v}, {"q": dq, "k": dk, "v": dv})
+
+# %% [markdown]
+# `attention.probabilities(cache)` returns the weights $P$ that the forward pass kept for the backward. The figure
+# shows the causal mask, and the weights when the queries and keys are just the positional codes of §6.4
+# ($Q = K = \text{PE}$): each position attends most to itself and its neighbours, because the dot product of two
+# sinusoidal codes falls off with the distance between the positions.
+
+# %%
+T_pat, d_pat = (16, 32) if QUICK else (48, 64)
+pe = positional.sinusoidal(T_pat, d_pat)[None, None]          # (1, 1, T, d): queries = keys = PE
+P_full = attention.probabilities(attention.forward(pe, pe, pe)[1])[0, 0]                     # (T, T)
+P_causal = attention.probabilities(attention.forward(pe, pe, pe, mask=attention.causal_mask(T_pat, T_pat))[1])[0, 0]
+assert np.all(P_causal[np.triu_indices(T_pat, 1)] == 0), "causal weights above the diagonal must be exactly 0"
+assert np.allclose(P_causal.sum(-1), 1) and np.allclose(P_full.sum(-1), 1)
+
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+panels = [(attention.causal_mask(T_pat, T_pat), "causal mask (white = may attend)", "gray"),
+          (P_full, "softmax weights P, Q = K = PE, no mask", "viridis"),
+          (P_causal, "softmax weights P, causal mask", "viridis")]
+for ax, (img, title, cmap) in zip(axes, panels):
+    im = ax.imshow(img, cmap=cmap)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("key position j")
+    ax.set_ylabel("query position i")
+fig.colorbar(im, ax=axes[1:], shrink=0.8)
+savefig(fig, "ch06_attention_pattern.png")
+plt.show()
+
+# %% [markdown]
+# ### The same attention without the $T \times T$ matrix: online softmax
+#
+# `attention.forward` builds $S$ and $P$, two $T_q \times T_k$ arrays per head: at $T = 4096$ that is 64 MiB per
+# head in float32, and memory, not arithmetic, becomes the limit. `attention.forward_blocked` computes the same
+# $O$ one block of keys at a time, keeping per query row only a running maximum $m$, a running sum $\ell$ and
+# an unnormalised output $A$. For each key block $K_b, V_b$ with scores $S_b = Q K_b^\top / \sqrt{d_k}$:
+#
+# $$
+# m' = \max\big(m, \operatorname{rowmax} S_b\big), \quad
+# \ell' = \ell\, e^{m - m'} + \operatorname{rowsum} e^{S_b - m'}, \quad
+# A' = A\, e^{m - m'} + e^{S_b - m'} V_b ,
+# $$
+#
+# and at the end $O = A / \ell$ and $\text{lse} = m + \log \ell$ (the log of the softmax denominator). The factor
+# $e^{m - m'}$ rescales what was summed under the old maximum to the new one, so the result is exactly the
+# softmax, and every exponent stays $\le 0$. `backward_blocked` recomputes each block's weights from the saved
+# lse, $P_b = e^{S_b - \text{lse}}$, and uses $dS_b = P_b \circ (dO\, V_b^\top - D)$ with
+# $D = \operatorname{rowsum}(dO \circ O)$ from the derivation above. Memory is $O(T d)$ instead of $O(T^2)$; this
+# is the algorithm of FlashAttention (Dao et al., 2022) and of the Triton kernel in chapter 7.
+#
+# Side by side, in float64, with a causal mask and a sequence that is not a multiple of the block size:
+
+# %%
+T_blk, d_blk, block = (100, 16, 32) if QUICK else (300, 32, 64)
+qb, kb, vb, dob = (rng.standard_normal((2, 2, T_blk, d_blk)) for _ in range(4))   # (B, H, T, d) each
+mask_blk = attention.causal_mask(T_blk, T_blk)
+
+out_naive, cache = attention.forward(qb, kb, vb, mask=mask_blk)
+grads_naive = attention.backward(dob, cache)
+out_blocked, lse = attention.forward_blocked(qb, kb, vb, mask=mask_blk, block_size=block)
+grads_blocked = attention.backward_blocked(dob, qb, kb, vb, out_blocked, lse, mask=mask_blk, block_size=block)
+
+# float64 round-off after a few hundred additions in a different order: ~1e-15; 1e-12 leaves room for that and
+# nothing else (a wrong rescale factor shows up at 1e-1)
+print(f"out: naive vs blocked, max |diff| = {np.abs(out_naive - out_blocked).max():.1e}")
+assert np.abs(out_naive - out_blocked).max() < 1e-12
+for name, a, b in zip(("dq", "dk", "dv"), grads_naive, grads_blocked):
+    print(f"{name}: naive vs blocked, relative error = {rel_error(a, b):.1e}")
+    assert rel_error(a, b) < 1e-12
+print("lse has shape", lse.shape, "(one number per query row; no T x T array was kept)")
+
+# %% [markdown]
+# The benchmark (`bench/ops.py`, `make bench`) measures the peak memory of both with `tracemalloc`: the naive
+# forward grows with $T^2$, the blocked one with $T d$ (right panel; the left panel compares the reference's speed
+# with PyTorch's on the same CPU).
+#
+# ![benchmark: speed ratios and attention peak memory](../figures/bench_ops.png)
+
+# %% [markdown]
+# ## 6.3 Multi-head attention (§3.2.2)
+#
+# > $\text{MultiHead}(Q, K, V) = \text{Concat}(\text{head}_1, \dots, \text{head}_h)W^O$ …
+# > $W^Q_i, W^K_i, W^V_i, W^O$ 是各自注意力头的参数矩阵。
+# >
+# > "…$W^Q_i, W^K_i, W^V_i, W^O$ are the parameter matrices of the respective attention heads."
+#
+# The equation is right; the sentence after it is not. $W^Q_i, W^K_i, W^V_i$ do belong to head $i$, but $W^O$ is
+# **one** matrix, $W^O \in \mathbb{R}^{h d_v \times d_\text{model}}$, shared by all heads and applied after the
+# concatenation. Its job is exactly to *mix* the heads: every output coordinate reads every head. (The section
+# also says the heads learn "不同层次的依赖关系", dependencies of different *levels*; the paper's claim is
+# different representation *subspaces*.) In the code all heads' projections are one $C \times C$ matrix each,
+# head $i$ owning columns $i d_k \ldots (i+1) d_k - 1$ with $d_k = C/h$:
+#
+# $$
+# \text{head}_i = \text{Attention}(X_q W^Q_i,\ X_{kv} W^K_i,\ X_{kv} W^V_i), \qquad
+# Y = \text{Concat}(\text{head}_1, \dots, \text{head}_h)\, W^O + b^O .
+# $$
+#
+# **Backward.** Each step is a linear map or the attention above: $dW^O = \text{Concat}^\top dY$,
+# $d\,\text{Concat} = dY\, W^{O\top}$, split it into heads, run the attention backward per head to get
+# $dQ, dK, dV$, merge the heads back, then $dW^Q = X_q^\top dQ$ and $dX_q = dQ\, W^{Q\top}$ (same for $K$, $V$
+# with $X_{kv}$). In self-attention $X_q$ and $X_{kv}$ are the same array used twice, so its gradient is the
+# **sum** $dX_q + dX_{kv}$ (the multivariate chain rule adds the contributions of every use).
+
+# %%
+B, T, C, n_heads = 2, 4, 8, 2
+x = rng.standard_normal((B, T, C))               # (B, T, C)
+params = {name: rng.standard_normal((C, C)) / np.sqrt(C) for name in ("Wq", "Wk", "Wv", "Wo")}
+params.update({name: 0.1 * rng.standard_normal(C) for name in ("bq", "bk", "bv", "bo")})
+causal = attention.causal_mask(T, T)
+dy = rng.standard_normal((B, T, C))
+
+y, cache = multihead.forward(x, x, params, n_heads, mask=causal)
+dx_q, dx_kv, dparams = multihead.backward(dy, cache)
+mha_loss = lambda: float((multihead.forward(x, x, params, n_heads, mask=causal)[0] * dy).sum())  # noqa: E731
+gradcheck("multi-head self-attn", mha_loss, {"x": x, **params}, {"x": dx_q + dx_kv, **dparams})
+
+# %% [markdown]
+# One gradient above is exactly zero, and for a reason worth a line: the key bias $b_K$. Adding $b_K$ to every key
+# adds $q \cdot b_K$ to every score of a row, the same constant for all keys, and the softmax does not see a
+# constant added to a whole row (exercise 1). A relative error means nothing there (0 against finite-difference
+# noise), so `gradcheck` compares sizes instead:
+
+# %%
+dbk_numeric = numerical_grad(mha_loss, params["bk"])
+print(f"|dbk| analytic {np.abs(dparams['bk']).max():.1e}, finite differences {np.abs(dbk_numeric).max():.1e} "
+      f"(round-off of f / h ~ 1e-16 / 1e-6), against |dbq| ~ {np.abs(dparams['bq']).max():.1e}")
+# the analytic value is a sum of terms that cancel exactly (round-off ~1e-16); the numerical one is
+# (f(b + h) - f(b - h)) / 2h with f ~ 1, so round-off ~1e-16 / 1e-6 = 1e-10: 1e-8 bounds both
+assert np.abs(dparams["bk"]).max() < 1e-12 and np.abs(dbk_numeric).max() < 1e-8
+
+# %% [markdown]
+# $W^O$ mixes the heads, in numbers: change only head 0's query projection (its columns of $W^Q$) and count how
+# many of the $C$ output coordinates move. If $W^O$ were one matrix per head, writing its own slice of the output,
+# only $C/h$ of them would.
+
+# %%
+head0 = slice(0, C // n_heads)
+nudged = dict(params, Wq=params["Wq"].copy())
+nudged["Wq"][:, head0] += 0.5
+y_nudged, _ = multihead.forward(x, x, nudged, n_heads, mask=causal)
+moved = np.abs(y_nudged - y).max(axis=(0, 1)) > 1e-9             # (C,) which output coordinates changed
+print(f"changing head 0 moved {moved.sum()} of {C} output coordinates (a per-head W^O would move {C // n_heads})")
+assert moved.sum() == C
+
+# %% [markdown]
+# ## 6.4 Positional encoding (§3.2.3)
+#
+# > 通常，位置编码采用正弦函数或对数正弦函数形式：$P(pos) = \sin\left(\frac{pos}{10000^{2/d_p}}\right)^{2048}$
+# >
+# > "Usually the positional encoding takes the form of a sine or log-sine function: …"
+#
+# Attention by itself is blind to order: permuting the keys and values permutes nothing in the output. So each
+# position gets a code vector that is added to its token embedding. The printed formula cannot do that job: it
+# has no dimension index (every one of the $d_p$ coordinates gets the same number), the exponent 2048 flattens
+# almost every value to 0, and there is no "log-sine" in the paper. The paper's encoding (§3.5) is, for
+# $i = 0, \dots, d_\text{model}/2 - 1$,
+#
+# $$
+# \text{PE}(pos, 2i) = \sin\!\left(\frac{pos}{10000^{2i/d_\text{model}}}\right), \qquad
+# \text{PE}(pos, 2i+1) = \cos\!\left(\frac{pos}{10000^{2i/d_\text{model}}}\right),
+# $$
+#
+# a sine and a cosine of the same frequency $\omega_i = 10000^{-2i/d_\text{model}}$ in each pair of coordinates,
+# the wavelengths growing geometrically from $2\pi$ to $10000 \cdot 2\pi$. Every coordinate stays in $[-1, 1]$
+# (the same scale at position 5 and at position 5000), and every position gets its own code. Because
+# $(\sin, \cos)$ at $pos + k$ is a fixed rotation of $(\sin, \cos)$ at $pos$, $\text{PE}(pos + k)$ is a linear
+# function of $\text{PE}(pos)$ for each offset $k$ (exercise 2). There is no parameter, so there is no backward
+# pass: the gradient stops at the sum $x = \text{embedding} + \text{PE}$.
+
+# %%
+n_pos, d_model = (128, 32) if QUICK else (512, 128)
+pe = positional.sinusoidal(n_pos, d_model)                      # (n_pos, d_model)
+dist = np.sqrt(((pe[:, None, :] - pe[None, :, :]) ** 2).sum(-1))   # (n_pos, n_pos) distances between codes
+np.fill_diagonal(dist, np.inf)
+print(f"PE: values in [{pe.min():.3f}, {pe.max():.3f}]; closest two of {n_pos} positions are "
+      f"{dist.min():.3f} apart (norm of every code = sqrt(d/2) = {np.sqrt(d_model / 2):.2f})")
+assert np.abs(pe).max() <= 1 and dist.min() > 0.1
+
+fig, ax = plt.subplots(figsize=(9, 3.8))
+im = ax.imshow(pe.T, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+ax.set_xlabel("position pos")
+ax.set_ylabel("dimension (2i: sin, 2i+1: cos)")
+ax.set_title(f"sinusoidal positional encoding, d_model = {d_model}")
+fig.colorbar(im, ax=ax)
+savefig(fig, "ch06_pe_heatmap.png")
+plt.show()
+
+# %% [markdown]
+# The formula as printed (`as_written.positional_encoding`, which broadcasts its one number per position to all
+# $d_p$ columns), against the paper's, on the same positions. "Sharing a code" means another position's code is
+# within $10^{-3}$ in every coordinate: indistinguishable once added to an embedding of size ~1.
+
+# %%
+diag = as_written.positional_diagnostics(n_pos, d_model)
+for key in ("min", "max", "fraction_near_zero", "all_dimensions_identical", "positions_sharing_a_code"):
+    print(f"{key:>26}:  as written {diag['as_written_' + key]!s:>6.6}   correct {diag['correct_' + key]!s:>6.6}")
+assert diag["as_written_all_dimensions_identical"] and not diag["correct_all_dimensions_identical"]
+assert diag["as_written_positions_sharing_a_code"] > 0.9 * n_pos and diag["correct_positions_sharing_a_code"] == 0
+
+# %% [markdown]
+# ## 6.5 The position-wise feed-forward network (§3.2.4)
+#
+# > 由两个全连接层组成：$F(x) = \text{ReLU}(W_2\sigma(W_1x + b_1) + b_2)$
+# >
+# > "It consists of two fully connected layers: …"
+#
+# The paper's FFN (equation (2)) has one nonlinearity, between the two layers, and none after the second:
+#
+# $$
+# \text{FFN}(x) = \max(0,\ x W_1 + b_1)\, W_2 + b_2, \qquad W_1 \in \mathbb{R}^{d_\text{model} \times d_\text{ff}},\
+# W_2 \in \mathbb{R}^{d_\text{ff} \times d_\text{model}}
+# $$
+#
+# ($d_\text{ff} = 2048 = 4 d_\text{model}$ in the base model; GPT-2 and BERT use GELU instead of ReLU). The
+# printed version wraps the second layer in an extra outer ReLU, so its output is never negative. The FFN's output
+# is *added* to the residual stream, so an FFN that can only add non-negative numbers can push every coordinate
+# up but never down. (The $\sigma$ inside is left undefined; `reference/as_written.py` reads it as the
+# logistic sigmoid, its usual meaning.) The same FFN is applied to every position independently
+# ("position-wise"), so for $x$ of shape $(B, T, C)$ it is two matrix products over all $B T$ rows.
+#
+# **Backward.** Name the steps $a = x W_1 + b_1$, $h = \max(0, a)$, $y = h W_2 + b_2$. Then
+# $dW_2 = h^\top dy$, $db_2 = \sum_\text{rows} dy$, $dh = dy\, W_2^\top$, $da = dh \circ \mathbb{1}[a > 0]$,
+# $dW_1 = x^\top da$, $db_1 = \sum_\text{rows} da$, $dx = da\, W_1^\top$ (with the rows of $x$ and $dy$ flattened
+# over $B$ and $T$ for the weight gradients).
+
+# %%
+B, T, C, d_ff = 2, 3, 6, 16
+x = rng.standard_normal((B, T, C))                                           # (B, T, C)
+W1, b1 = rng.standard_normal((C, d_ff)) / np.sqrt(C), 0.1 * rng.standard_normal(d_ff)
+W2, b2 = rng.standard_normal((d_ff, C)) / np.sqrt(d_ff), 0.1 * rng.standard_normal(C)
+dy = rng.standard_normal((B, T, C))
+for act in ("relu", "gelu"):
+    y, cache = ffn.forward(x, W1, b1, W2, b2, activation=act)
+    dx, dW1, db1, dW2, db2 = ffn.backward(dy, cache)
+    gradcheck(f"FFN ({act})", lambda: float((ffn.forward(x, W1, b1, W2, b2, activation=act)[0] * dy).sum()),
+              {"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2},
+              {"x": dx, "W1": dW1, "b1": db1, "W2": dW2, "b2": db2})
+
+# %% [markdown]
+# As printed against correct, same input and weights (a batch of rows at a realistic width):
+
+# %%
+C_big, ff_big = (32, 128) if QUICK else (256, 1024)
+x_ffn = rng.standard_normal((512, C_big))                                     # (rows, C)
+ffn_w = dict(W1=rng.standard_normal((C_big, ff_big)) / np.sqrt(C_big), b1=np.zeros(ff_big),
+             W2=rng.standard_normal((ff_big, C_big)) / np.sqrt(ff_big), b2=np.zeros(C_big))
+diag = as_written.ffn_diagnostics(x_ffn, **ffn_w)
+print(f"as written: min output {diag['as_written_min']:+.3f}, negative outputs {diag['as_written_fraction_negative']:.0%}")
+print(f"correct:    min output {diag['correct_min']:+.3f}, negative outputs {diag['correct_fraction_negative']:.0%}")
+assert diag["as_written_fraction_negative"] == 0 and diag["correct_fraction_negative"] > 0.3
+
+# %% [markdown]
+# ## 6.6 Layer normalisation (§3.2.5)
+#
+# > 层ORMAL化是一种正则化技术，用于减少过拟合：
+# > $\text{LayerNorm}(x_{l-1}, \gamma_l, \beta_l) = \gamma_l \frac{x_{l-1} + \beta_l}{\sqrt{d_{l-1}}}$
+# >
+# > "Layer normalisation is a regularisation technique used to reduce overfitting: …"
+#
+# Besides the two errata of §6.1, the formula is wrong: it adds $\beta$ *before* dividing, divides by the
+# constant $\sqrt{d}$ (the width, not the spread of the data), and never subtracts the mean. LayerNorm
+# (Ba et al., 2016) normalises each row $x \in \mathbb{R}^{C}$ (one token's features) by its own statistics:
+#
+# $$
+# \mu = \frac{1}{C}\sum_{j} x_j, \qquad \sigma^2 = \frac{1}{C}\sum_j (x_j - \mu)^2, \qquad
+# \hat{x} = \frac{x - \mu}{\sqrt{\sigma^2 + \varepsilon}}, \qquad y = \gamma \circ \hat{x} + \beta .
+# $$
+#
+# The variance is the biased one (divide by $C$), and $\varepsilon = 10^{-5}$ sits inside the square root, so a
+# constant row gives $\hat x = 0$, not a division by zero. Whatever the row's offset and scale, $\hat{x}$ has
+# mean 0 and variance $\approx 1$; $\gamma$ and $\beta$ then choose the scale and offset the next layer gets.
+#
+# **Backward.** $d\gamma = \sum_\text{rows} dy \circ \hat{x}$ and $d\beta = \sum_\text{rows} dy$. For $dx$, let
+# $g = dy \circ \gamma$ (the gradient reaching $\hat{x}$) and $s = \sqrt{\sigma^2 + \varepsilon}$. Every
+# $\hat{x}_i$ depends on every $x_j$ of its row, through $\mu$ and $s$:
+# $\partial \mu / \partial x_j = 1/C$ and $\partial s / \partial x_j = (x_j - \mu)/(C s) = \hat{x}_j / C$, so
+#
+# $$
+# \frac{\partial \hat{x}_i}{\partial x_j} = \frac{1}{s}\Big(\delta_{ij} - \frac{1}{C}\Big) - \frac{x_i - \mu}{s^2}\,
+# \frac{\hat{x}_j}{C} = \frac{1}{s}\Big(\delta_{ij} - \frac{1}{C} - \frac{\hat{x}_i \hat{x}_j}{C}\Big),
+# \qquad
+# dx_j = \sum_i g_i \frac{\partial \hat{x}_i}{\partial x_j}
+# = \frac{1}{s}\Big(g_j - \overline{g} - \hat{x}_j\, \overline{g \circ \hat{x}}\Big),
+# $$
+#
+# where the bars are means over the row. The two subtracted terms remove from $g$ its component along the
+# all-ones direction and along $\hat x$: moving $x$ along those directions (a shift, a rescale) does not change
+# $\hat{x}$, so the gradient has no component there (exercise 3).
+
+# %%
+B, T, C = 2, 3, 8
+x = 3.0 + 2.0 * rng.standard_normal((B, T, C))                             # (B, T, C), offset and scaled rows
+gamma, beta = 1 + 0.1 * rng.standard_normal(C), 0.1 * rng.standard_normal(C)
+dy = rng.standard_normal((B, T, C))
+y, cache = layernorm.forward(x, gamma, beta)
+dx, dgamma, dbeta = layernorm.backward(dy, cache)
+gradcheck("LayerNorm", lambda: float((layernorm.forward(x, gamma, beta)[0] * dy).sum()),
+          {"x": x, "gamma": gamma, "beta": beta}, {"x": dx, "gamma": dgamma, "beta": dbeta})
+
+# %% [markdown]
+# What normalisation does to activations, and what the printed formula does instead. The rows below imitate a
+# residual stream: each token's features have their own offset and their own spread. LayerNorm (with
+# $\gamma = 1, \beta = 0$) maps every row to mean 0 and standard deviation 1; the formula as printed only divides
+# by $\sqrt{d}$, so each row keeps its offset and its spread relative to the others.
+
+# %%
+n_rows, C_ln = (256, 64) if QUICK else (2048, 512)
+row_mean = 2.0 * rng.standard_normal((n_rows, 1))                      # (rows, 1) a different offset per row
+row_std = np.exp(rng.standard_normal((n_rows, 1)))                     # (rows, 1) and a different spread
+acts = row_mean + row_std * rng.standard_normal((n_rows, C_ln))        # (rows, C)
+ones, zeros = np.ones(C_ln), np.zeros(C_ln)
+after = {"before (input)": acts,
+         "LayerNorm (correct)": layernorm.forward(acts, ones, zeros)[0],
+         "LayerNorm as printed": as_written.layer_norm(acts, ones, zeros)}
+diag = as_written.layer_norm_diagnostics(acts)
+for who in ("input", "as_written", "correct"):
+    print(f"{who:>10}: rows have mean {diag[who + '_row_mean']:+.3f} and std {diag[who + '_row_std']:.3f} on average")
+means, stds = {k: v.mean(-1) for k, v in after.items()}, {k: v.std(-1) for k, v in after.items()}
+print(f"spread of the row stds: input {stds['before (input)'].std():.3f}, as printed "
+      f"{stds['LayerNorm as printed'].std():.3f}, correct {stds['LayerNorm (correct)'].std():.1e}")
+assert abs(diag["correct_row_mean"]) < 1e-6 and abs(diag["correct_row_std"] - 1) < 1e-3
+assert np.allclose(stds["LayerNorm as printed"], stds["before (input)"] / np.sqrt(C_ln))   # only rescaled
+
+fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
+for name, a in after.items():
+    ax.hist(a.ravel(), bins=120, range=(-12, 12), histtype="step", density=True, label=name)
+    bx.scatter(means[name], stds[name], s=40 if "correct" in name else 6, alpha=0.6, label=name,
+               zorder=3 if "correct" in name else 2)
+ax.set_xlabel("activation value")
+ax.set_ylabel("density")
+ax.set_title("all values, pooled over rows")
+ax.legend(fontsize=8)
+bx.set_xscale("symlog", linthresh=0.1)
+bx.set_yscale("log")
+bx.set_xlabel("row mean")
+bx.set_ylabel("row standard deviation")
+bx.set_title("one dot per row (token): correct LN collapses all to (0, 1)")
+bx.legend(fontsize=8)
+savefig(fig, "ch06_layernorm_activations.png")
+plt.show()
+
+# %% [markdown]
+# The three as-printed formulas side by side with the correct ones, in one figure: the positional code as printed
+# is the same number in every dimension and almost always 0; the FFN as printed never outputs a negative number;
+# the LayerNorm as printed leaves each row's spread proportional to the input's.
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+pos = np.arange(100)
+pe_correct = positional.sinusoidal(100, 64)                            # (100, 64)
+pe_printed = as_written.positional_encoding(100, 64)                   # (100, 64), every column equal
+for j in (0, 10, 40):
+    axes[0].plot(pos, pe_correct[:, j], lw=1, label=f"correct, dim {j}")
+axes[0].plot(pos, pe_printed[:, 0], "k", lw=2, label="as printed (every dim)")
+axes[0].set_xlabel("position")
+axes[0].set_title("positional code")
+axes[0].legend(fontsize=7, loc="lower left")
+y_right, _ = ffn.forward(x_ffn, **ffn_w)
+axes[1].hist(y_right.ravel(), bins=80, histtype="step", density=True, label="correct: max(0, xW1+b1)W2+b2")
+axes[1].hist(as_written.ffn(x_ffn, **ffn_w).ravel(), bins=80, histtype="step", density=True,
+             label="as printed: ReLU(σ(xW1+b1)W2+b2)")
+axes[1].axvline(0, color="k", lw=0.8)
+axes[1].set_yscale("log")
+axes[1].set_xlabel("FFN output value")
+axes[1].set_title("FFN outputs")
+axes[1].legend(fontsize=7)
+axes[2].loglog(stds["before (input)"], stds["LayerNorm (correct)"], ".", ms=3, label="correct")
+axes[2].loglog(stds["before (input)"], stds["LayerNorm as printed"], ".", ms=3, label="as printed")
+axes[2].set_xlabel("input row std")
+axes[2].set_ylabel("output row std")
+axes[2].set_title("LayerNorm")
+axes[2].legend(fontsize=7)
+savefig(fig, "ch06_as_written_failures.png")
+plt.show()
+
+# %% [markdown]
+# ## 6.7 Residual connections and Add & Norm (missing from §3.3)
+#
+# > 1. 将输入序列的每个位置的向量与位置编码相加 … 2. 通过多头自注意力层计算，得到注意力权重矩阵。
+# > 3. 将注意力权重矩阵与值矩阵相乘，得到上下文向量。 4. 通过前馈神经网络层计算，得到隐藏状态。
+# > 5. 通过层ORMAL化层计算，得到最终输出。
+# >
+# > "1. add the positional encoding to each position's vector; 2. pass it through multi-head self-attention to get
+# > the attention weight matrix; 3. multiply the weights by the value matrix to get context vectors; 4. pass them
+# > through the FFN to get hidden states; 5. pass those through layer normalisation to get the final output."
+#
+# The paper wraps *every* sublayer (attention, FFN) in a residual connection followed by LayerNorm (§3.1 of the
+# paper, "Add & Norm"); §3.3 has neither the residual connections nor a LayerNorm per sublayer, only one at the
+# very end. (Steps 2 and 3 are also two halves of the attention inside one sublayer, not two layers; and the list
+# stops before the decoder, its cross-attention, the $N = 6$ stacked layers and the output projection.)
+#
+# $$
+# \text{post-LN (paper)}: \ y = \operatorname{LN}\big(x + \operatorname{Sublayer}(x)\big), \qquad
+# \text{pre-LN (GPT-2 and most models since)}: \ y = x + \operatorname{Sublayer}\big(\operatorname{LN}(x)\big).
+# $$
+#
+# **Backward.** The residual is an identity path: for $y = x + S(x)$,
+# $dx = dy + J_S^\top dy$. However small the sublayer's Jacobian $J_S$ is, the upstream gradient reaches $x$
+# unchanged through the first term. In pre-LN this holds from the output all the way down to the embeddings; in
+# post-LN each layer's LayerNorm sits on the path, which is why deep post-LN stacks need a learning-rate warm-up.
+# `reference/layers.py` implements both (`norm="post"`, the default, or `"pre"`); in its backward the line
+# `dx = dr + ds_dx` is the residual's "+".
+#
+# What goes wrong without the residual path, in the forward pass already: at initialisation the attention
+# weights are spread over many keys, so an attention output is close to an *average* of the positions. Stack the
+# steps as §3.3 lists them (attention, then FFN, no residual; LayerNorm only to compare directions) and after
+# one or two layers every position carries the same vector: the model no longer knows which token was where. With
+# the residual, each position keeps its own vector and the sublayer adds to it. The number below is the mean
+# cosine similarity between the (layer-normalised) vectors of different positions, the input's printed first.
+
+# %%
+C_r, H_r, T_r = (32, 4, 16) if QUICK else (64, 8, 32)
+deep_cfg = transformer.TransformerConfig(src_vocab_size=5, tgt_vocab_size=5, d_model=C_r, n_heads=H_r,
+                                         n_layers=6, d_ff=4 * C_r)
+deep = transformer.init_params(deep_cfg, rng)["encoder"]           # six encoder layers, the paper's init
+x0 = rng.standard_normal((2, T_r, C_r)) + positional.sinusoidal(T_r, C_r)   # (B, T, C) embeddings + positions
+
+
+def position_similarity(x):
+    """Mean cosine similarity between the LayerNorm-ed vectors of two different positions of one sequence."""
+    u, _ = layernorm.forward(x, np.ones(C_r), np.zeros(C_r))        # (B, T, C)
+    u /= np.linalg.norm(u, axis=-1, keepdims=True)
+    cos = u @ u.transpose(0, 2, 1)                                  # (B, T, T)
+    return (cos.sum() - np.trace(cos, axis1=1, axis2=2).sum()) / (cos.size - cos.shape[0] * T_r)
+
+
+rows = {"§3.3 as listed (no residual)": [], "post-LN (paper)": [], "pre-LN": []}
+x_list, x_post, x_pre = x0, x0, x0
+for p in deep:
+    x_list = ffn.forward(multihead.forward(x_list, x_list, p["self_attn"], H_r)[0], **p["ffn"])[0]
+    x_post = layers.encoder_layer_forward(x_post, p, H_r, norm="post")[0]
+    x_pre = layers.encoder_layer_forward(x_pre, p, H_r, norm="pre")[0]
+    for name, xs in zip(rows, (x_list, x_post, x_pre)):
+        rows[name].append(position_similarity(xs))
+print(f"input: {position_similarity(x0):.2f}")
+print(f"{'after layer':>30} " + " ".join(f"{n:>5}" for n in range(1, 7)))
+for name, sims in rows.items():
+    print(f"{name:>30} " + " ".join(f"{v:5.2f}" for v in sims))
+assert rows["§3.3 as listed (no residual)"][1] > 0.99 and rows["pre-LN"][1] < 0.9
+
+# %% [markdown]
+# Without residuals the positions are indistinguishable after two layers. With them they stay apart, most of all
+# in pre-LN, whose identity path from input to output is never normalised; post-LN at random initialisation also
+# drifts together with depth, one reason why deep post-LN models need a warm-up and pre-LN became the default.
+#
+# The encoder layer is $h = \operatorname{LN}_1(x + \operatorname{MHA}(x, x))$,
+# $y = \operatorname{LN}_2(h + \operatorname{FFN}(h))$. The decoder layer has a third sublayer between the two:
+# masked (causal) self-attention, then **cross-attention** $\operatorname{MHA}(h_1, m)$ whose keys and values come
+# from the encoder's output $m$ ("memory"), then the FFN. Live checks of both layers, every parameter, in post-LN
+# and pre-LN:
+
+# %%
+B, T_src, T_tgt, C, n_heads, d_ff = 2, 4, 3, 8, 2, 16
+layer_cfg = transformer.TransformerConfig(src_vocab_size=5, tgt_vocab_size=5, d_model=C, n_heads=n_heads, n_layers=1, d_ff=d_ff)
+one = transformer.init_params(layer_cfg, rng)                          # take one encoder and one decoder layer from it
+enc_p, dec_p = one["encoder"][0], one["decoder"][0]
+for p in (enc_p, dec_p):                                     # non-trivial LayerNorm parameters and biases
+    for ln in [k for k in p if k.startswith("ln")]:
+        p[ln]["gamma"] += 0.1 * rng.standard_normal(C)
+        p[ln]["beta"] += 0.1 * rng.standard_normal(C)
+
+
+def leaves(tree, prefix=""):
+    """The arrays of a nested parameter dict, flattened to {"self_attn.Wq": array, ...} (same objects)."""
+    out = {}
+    for key, val in (tree.items() if isinstance(tree, dict) else enumerate(tree)):
+        name = f"{prefix}{key}"
+        out.update(leaves(val, name + ".") if isinstance(val, (dict, list)) else {name: val})
+    return out
+
+
+x = rng.standard_normal((B, T_src, C))                       # (B, S, C) encoder input
+h = rng.standard_normal((B, T_tgt, C))                       # (B, T, C) decoder input
+memory = rng.standard_normal((B, T_src, C))                  # (B, S, C) encoder output
+dy_enc, dy_dec = rng.standard_normal(x.shape), rng.standard_normal(h.shape)
+causal = attention.causal_mask(T_tgt, T_tgt)
+for norm in ("post", "pre"):
+    y, cache = layers.encoder_layer_forward(x, enc_p, n_heads, norm=norm)
+    dx, dp = layers.encoder_layer_backward(dy_enc, cache)
+    gradcheck(f"encoder layer ({norm}-LN)",
+              lambda: float((layers.encoder_layer_forward(x, enc_p, n_heads, norm=norm)[0] * dy_enc).sum()),
+              {"x": x, **leaves(enc_p)}, {"x": dx, **leaves(dp)})
+    y, cache = layers.decoder_layer_forward(h, memory, dec_p, n_heads, self_mask=causal, norm=norm)
+    dh, dmem, dp = layers.decoder_layer_backward(dy_dec, cache)
+    gradcheck(f"decoder layer ({norm}-LN)",
+              lambda: float((layers.decoder_layer_forward(h, memory, dec_p, n_heads, self_mask=causal,
+                                                          norm=norm)[0] * dy_dec).sum()),
+              {"x": h, "memory": memory, **leaves(dec_p)}, {"x": dh, "memory": dmem, **leaves(dp)})
+
+# %% [markdown]
+# ## 6.8 The whole encoder-decoder model
+#
+# `reference/transformer.py` stacks $N$ encoder and $N$ decoder layers. Tokens are embedded, scaled by
+# $\sqrt{d_\text{model}}$ and summed with the positional codes; the decoder's output is projected back onto the
+# vocabulary with the target embedding matrix (tied weights, paper §3.4), giving logits whose softmax is the
+# next-token distribution. Two parameters are used more than once and so collect a *sum* of gradients: the
+# encoder's output feeds every decoder layer's cross-attention, and the tied target embedding is both the lookup
+# table and the output projection. A live check on a tiny model (in quick mode on a few of its parameter
+# arrays, in full mode on all of them):
+
+# %%
+cfg = transformer.TransformerConfig(src_vocab_size=7, tgt_vocab_size=6, d_model=8, n_heads=2, n_layers=2, d_ff=16)
+model = transformer.init_params(cfg, rng)
+src = rng.integers(0, cfg.src_vocab_size, size=(2, 5))       # (B, S) token ids
+tgt = rng.integers(0, cfg.tgt_vocab_size, size=(2, 4))       # (B, T)
+logits, cache = transformer.forward(model, cfg, src, tgt)
+print("logits", logits.shape, "= (B, T, V_tgt)")
+dlogits = rng.standard_normal(logits.shape)
+grads = transformer.backward(dlogits, cache)
+checked = (["tgt_emb", "src_emb", "encoder.0.ffn.W1", "decoder.1.cross_attn.Wk", "decoder.0.ln2.gamma"]
+           if QUICK else list(leaves(model)))
+gradcheck("Transformer (N = 2)",
+          lambda: float((transformer.forward(model, cfg, src, tgt)[0] * dlogits).sum()),
+          {k: leaves(model)[k] for k in checked}, {k: leaves(grads)[k] for k in checked})
+
+# %% [markdown]
+# ## 6.9 The errata of §3.1–§3.3 in one table
+#
+# | where | the material says | correct (Vaswani et al., 2017; Ba et al., 2016) | shown above |
+# |---|---|---|---|
+# | §3.1, §3.2.5 title | 层ORMAL化 | 层归一化, layer normalisation (a garbled word) | §6.1 |
+# | §3.1 item 4, §3.2.5 | LayerNorm regularises the model, reducing overfitting | it normalises each token's features to stabilise and speed up training; the regularisers are dropout and label smoothing | §6.1 |
+# | §3.2.2 | $W^O$ is one of "各自注意力头的参数矩阵" (each head's own matrices) | one $W^O \in \mathbb{R}^{h d_v \times d_\text{model}}$ after the concatenation, mixing all heads | §6.3, with numbers |
+# | §3.2.3 | $P(pos) = \sin(pos / 10000^{2/d_p})^{2048}$, "sine or log-sine" | interleaved $\sin$/$\cos$ with frequency $10000^{-2i/d}$ per pair of dimensions | §6.4, with numbers and a figure |
+# | §3.2.4 | $F(x) = \text{ReLU}(W_2\sigma(W_1x + b_1) + b_2)$ | $\max(0, xW_1 + b_1)W_2 + b_2$: no outer ReLU | §6.5, with numbers and a figure |
+# | §3.2.5 | $\gamma (x + \beta)/\sqrt{d}$ | $\gamma \circ (x - \mu)/\sqrt{\sigma^2 + \varepsilon} + \beta$ | §6.6, with numbers and figures |
+# | §3.3 | five steps, no residual connections, one LayerNorm at the end | Add & Norm around every sublayer; $N = 6$ layers; a decoder with masked self-attention and cross-attention; output projection | §6.7, with numbers |
+#
+# The attention formula of §3.2.1 and the multi-head formula of §3.2.2 are correct as printed.
+#
+# ## Exercises
+#
+# Worked solutions: `chapters/solutions/06_transformer.py` (run by `tests/test_solutions_06.py`).
+#
+# 1. **The softmax Jacobian.** Write the full Jacobian $J = \partial p / \partial s$ of one softmax row as a
+#    $T \times T$ matrix. Show that $J^\top g$ is what `softmax.backward` returns, that $J$ is symmetric, and that its
+#    rows sum to zero. What does the last fact say about adding a constant to every score of a row, and why is the
+#    gradient of the key bias $b_K$ in §6.3 exactly zero?
+# 2. **Relative positions are linear.** Find a matrix $R_k$, independent of $pos$, with
+#    $\text{PE}(pos + k) = \text{PE}(pos)\, R_k$ for every $pos$, and check it against `positional.sinusoidal`.
+#    (Hint: the angle-sum formulas, one $2 \times 2$ block per frequency.) Why would the as-printed code of §3.2.3
+#    admit no such matrix?
+# 3. **What LayerNorm cannot see.** Show that $\text{LN}(x + b\mathbf{1}) = \text{LN}(x)$ and
+#    $\text{LN}(a x) \approx \text{LN}(x)$ for $a > 0$, and that every row of the gradient $dx$ from
+#    `layernorm.backward` sums to zero and is (nearly) orthogonal to $\hat{x}$. Use the $dx$ formula of §6.6 to say
+#    exactly how far from orthogonal it is when $\varepsilon > 0$.
