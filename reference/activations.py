@@ -44,7 +44,8 @@ def _scaled_erfc_poly(degree):
         return np.array([math.erfc(v) * math.exp(v * v) for v in z])
 
     cheb = np.polynomial.Chebyshev.interpolate(R_of_u, degree, domain=[-1.0, _U_MAX])
-    return cheb.convert(kind=np.polynomial.Polynomial).coef
+    # Python floats, so that a float32 array times a coefficient stays a float32 operation
+    return cheb.convert(kind=np.polynomial.Polynomial).coef.tolist()
 
 
 _POLY = {np.dtype(np.float64): _scaled_erfc_poly(20), np.dtype(np.float32): _scaled_erfc_poly(10)}
