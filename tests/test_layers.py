@@ -7,6 +7,8 @@ and float32; bad arguments. Budget: under 10 s on one core.
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reference import attention, layers
 from tests.gradcheck import check_grads, numerical_grad, rel_error
@@ -22,31 +24,32 @@ RTOL_TORCH64 = 1e-10
 RTOL_TORCH32 = 1e-5
 
 
-def attn_params(rng, dtype=np.float64):
-    return {name: rng.standard_normal(shape).astype(dtype) * scale
+def attn_params(rng, C=C, dtype=np.float64):
+    return {name: (rng.standard_normal(shape) * scale).astype(dtype)
             for name, shape, scale in [("Wq", (C, C), C**-0.5), ("Wk", (C, C), C**-0.5), ("Wv", (C, C), C**-0.5),
                                        ("Wo", (C, C), C**-0.5), ("bq", (C,), 0.1), ("bk", (C,), 0.1),
                                        ("bv", (C,), 0.1), ("bo", (C,), 0.1)]}
 
 
-def ln_params(rng, dtype=np.float64):
+def ln_params(rng, C=C, dtype=np.float64):
     # gamma away from 1 and beta away from 0, so that a dropped gamma or beta shows.
     return {"gamma": (1.0 + 0.3 * rng.standard_normal(C)).astype(dtype), "beta": (0.3 * rng.standard_normal(C)).astype(dtype)}
 
 
-def ffn_params(rng, dtype=np.float64):
-    return {"W1": (rng.standard_normal((C, D_FF)) * C**-0.5).astype(dtype), "b1": (0.1 * rng.standard_normal(D_FF)).astype(dtype),
-            "W2": (rng.standard_normal((D_FF, C)) * D_FF**-0.5).astype(dtype), "b2": (0.1 * rng.standard_normal(C)).astype(dtype)}
+def ffn_params(rng, C=C, d_ff=D_FF, dtype=np.float64):
+    return {"W1": (rng.standard_normal((C, d_ff)) * C**-0.5).astype(dtype), "b1": (0.1 * rng.standard_normal(d_ff)).astype(dtype),
+            "W2": (rng.standard_normal((d_ff, C)) * d_ff**-0.5).astype(dtype), "b2": (0.1 * rng.standard_normal(C)).astype(dtype)}
 
 
-def encoder_params(rng, dtype=np.float64):
-    return {"self_attn": attn_params(rng, dtype), "ln1": ln_params(rng, dtype), "ffn": ffn_params(rng, dtype),
-            "ln2": ln_params(rng, dtype)}
+def encoder_params(rng, dtype=np.float64, C=C, d_ff=D_FF):
+    return {"self_attn": attn_params(rng, C, dtype), "ln1": ln_params(rng, C, dtype),
+            "ffn": ffn_params(rng, C, d_ff, dtype), "ln2": ln_params(rng, C, dtype)}
 
 
-def decoder_params(rng, dtype=np.float64):
-    return {"self_attn": attn_params(rng, dtype), "ln1": ln_params(rng, dtype), "cross_attn": attn_params(rng, dtype),
-            "ln2": ln_params(rng, dtype), "ffn": ffn_params(rng, dtype), "ln3": ln_params(rng, dtype)}
+def decoder_params(rng, dtype=np.float64, C=C, d_ff=D_FF):
+    return {"self_attn": attn_params(rng, C, dtype), "ln1": ln_params(rng, C, dtype),
+            "cross_attn": attn_params(rng, C, dtype), "ln2": ln_params(rng, C, dtype),
+            "ffn": ffn_params(rng, C, d_ff, dtype), "ln3": ln_params(rng, C, dtype)}
 
 
 def flatten(tree, prefix=""):
@@ -152,6 +155,7 @@ def load_mha(mha, p):
 
 def mha_grads(mha):
     gw, gb = mha.in_proj_weight.grad.numpy(), mha.in_proj_bias.grad.numpy()
+    C = gw.shape[1]
     return {"Wq": gw[:C].T, "Wk": gw[C:2 * C].T, "Wv": gw[2 * C:].T, "Wo": mha.out_proj.weight.grad.numpy().T,
             "bq": gb[:C], "bk": gb[C:2 * C], "bv": gb[2 * C:], "bo": mha.out_proj.bias.grad.numpy()}
 
@@ -180,8 +184,9 @@ def ffn_grads(layer):
 TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
 
 
-def torch_encoder_layer(params, norm, activation, dtype, eps=1e-5):
-    layer = torch.nn.TransformerEncoderLayer(C, H, dim_feedforward=params["ffn"]["W1"].shape[1], dropout=0.0,
+def torch_encoder_layer(params, norm, activation, dtype, eps=1e-5, n_heads=H):
+    C, d_ff = params["ffn"]["W1"].shape
+    layer = torch.nn.TransformerEncoderLayer(C, n_heads, dim_feedforward=d_ff, dropout=0.0,
                                              activation=activation, layer_norm_eps=eps, batch_first=True,
                                              norm_first=(norm == "pre"), dtype=TORCH_DTYPE[dtype])
     with torch.no_grad():
@@ -197,8 +202,9 @@ def torch_encoder_grads(layer):
             "ln2": ln_grads(layer.norm2)}
 
 
-def torch_decoder_layer(params, norm, activation, dtype, eps=1e-5):
-    layer = torch.nn.TransformerDecoderLayer(C, H, dim_feedforward=params["ffn"]["W1"].shape[1], dropout=0.0,
+def torch_decoder_layer(params, norm, activation, dtype, eps=1e-5, n_heads=H):
+    C, d_ff = params["ffn"]["W1"].shape
+    layer = torch.nn.TransformerDecoderLayer(C, n_heads, dim_feedforward=d_ff, dropout=0.0,
                                              activation=activation, layer_norm_eps=eps, batch_first=True,
                                              norm_first=(norm == "pre"), dtype=TORCH_DTYPE[dtype])
     with torch.no_grad():
@@ -217,7 +223,16 @@ def torch_decoder_grads(layer):
             "ln3": ln_grads(layer.norm3)}
 
 
-def assert_trees_close(ours, theirs, rtol):
+def floored_error(a, b, floor):
+    """max |a - b| / max(|a|, |b|, floor): with floor = 1 for O(1) inputs, a gradient that is 0 up to round-off
+    (LayerNorm over C = 1 or 2 entries outputs a constant) counts as 0, not as a relative error of two noises."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.size == 0:
+        return 0.0
+    return float(np.abs(a - b).max() / max(np.abs(a).max(), np.abs(b).max(), floor))
+
+
+def assert_trees_close(ours, theirs, rtol, floor=0.0):
     ours, theirs = flatten(ours), flatten(theirs)
     assert set(ours) == set(theirs)
     for name in ours:
@@ -226,7 +241,7 @@ def assert_trees_close(ours, theirs, rtol):
             # both sides are round-off around a true 0 (see is_key_bias); the gradients here are O(1)
             assert max(np.abs(ours[name]).max(), np.abs(theirs[name]).max()) < rtol, name
             continue
-        err = rel_error(ours[name], theirs[name])
+        err = floored_error(ours[name], theirs[name], floor) if floor else rel_error(ours[name], theirs[name])
         assert err < rtol, f"d{name}: relative error {err:.2e} >= {rtol:.0e}"
 
 
@@ -274,6 +289,35 @@ def test_decoder_layer_matches_torch(norm, dtype, rtol, rng):
     assert rel_error(dx, xt.grad.numpy()) < rtol
     assert rel_error(dmemory, mt.grad.numpy()) < rtol
     assert_trees_close(dparams, torch_decoder_grads(layer), rtol)
+
+
+@given(B=st.integers(0, 2), T=st.integers(1, 4), S_=st.integers(1, 4), H_=st.integers(1, 3), d_k=st.integers(1, 3),
+       d_ff=st.integers(1, 5), norm=st.sampled_from(["post", "pre"]), seed=st.integers(0, 2**16))
+@settings(max_examples=15)
+def test_decoder_layer_random_shapes_match_torch(B, T, S_, H_, d_k, d_ff, norm, seed):
+    # batch 0 and 1, T = 1, T != S, d_k = 1, d_ff = 1; causal self-attention, cross-attention unmasked.
+    rng = np.random.default_rng(seed)
+    C_ = H_ * d_k
+    x, memory = rng.standard_normal((B, T, C_)), rng.standard_normal((B, S_, C_))
+    G = rng.standard_normal((B, T, C_))
+    params = decoder_params(rng, C=C_, d_ff=d_ff)
+    causal = attention.causal_mask(T, T)
+    y, cache = layers.decoder_layer_forward(x, memory, params, H_, causal, norm=norm)
+    dx, dmemory, dparams = layers.decoder_layer_backward(G, cache)
+    assert y.shape == dx.shape == (B, T, C_) and dmemory.shape == (B, S_, C_)
+    if B == 0:
+        # no data: every parameter gradient is an exact zero of the right shape
+        for name, g in flatten(dparams).items():
+            assert g.shape == flatten(params)[name].shape and not g.any(), name
+        return
+    layer = torch_decoder_layer(params, norm, "relu", np.float64, n_heads=H_)
+    xt, mt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(memory).requires_grad_()
+    yt = layer(xt, mt, tgt_mask=torch.from_numpy(~causal))
+    yt.backward(torch.from_numpy(G))
+    assert floored_error(y, yt.detach().numpy(), 1.0) < RTOL_TORCH64
+    assert floored_error(dx, xt.grad.numpy(), 1.0) < RTOL_TORCH64
+    assert floored_error(dmemory, mt.grad.numpy(), 1.0) < RTOL_TORCH64
+    assert_trees_close(dparams, torch_decoder_grads(layer), RTOL_TORCH64, floor=1.0)
 
 
 def test_post_and_pre_ln_differ_and_post_ln_output_is_normalised(rng):
