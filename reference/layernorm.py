@@ -23,13 +23,18 @@ where the bar is the mean over the row.
 Speed: rows are independent, so both passes walk over blocks of rows small enough (~64K elements) that the
 handful of element-wise steps on one block run from the CPU cache instead of main memory; the row and column sums
 are matrix-vector products (BLAS); every step writes into a buffer allocated once per call (in-place ufuncs) and
-stays in the input's dtype.
+stays in the input's dtype. On a large input, ``workers`` threads take a contiguous run of blocks each (NumPy
+releases the GIL inside BLAS and ufuncs, so they run at once); each block runs the same calls either way and
+dgamma is summed block by block in a fixed order, so the result does not depend on ``workers``.
 """
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from reference._checks import check_float, check_same_dtype, check_shape
 
 _BLOCK = 1 << 16                                # elements per block of rows
+_MIN_PARALLEL = 1 << 18                         # below this many elements, threads cost more than they save
 
 
 def _row_blocks(N, C):
@@ -38,7 +43,24 @@ def _row_blocks(N, C):
     return [slice(s, min(s + R, N)) for s in range(0, N, R)]
 
 
-def forward(x, gamma, beta, eps=1e-5):
+def _for_each_block(fn, blocks, workers, size):
+    """Call ``fn(i, rows)`` for every block; big inputs are split into ``workers`` contiguous runs of blocks."""
+    items = list(enumerate(blocks))
+
+    def run(group):
+        for i, rows in group:
+            fn(i, rows)
+
+    if workers > 1 and len(items) > 1 and size >= _MIN_PARALLEL:
+        edges = [len(items) * j // workers for j in range(workers + 1)]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(run, [items[a:b] for a, b in zip(edges[:-1], edges[1:])]):
+                pass                            # consuming the results re-raises any error from a thread
+    else:
+        run(items)
+
+
+def forward(x, gamma, beta, eps=1e-5, *, workers=2):
     r"""LayerNorm over the last axis: :math:`y = \gamma \odot (x - \mu)/\sqrt{\sigma^2 + \epsilon} + \beta`.
 
     Parameters
@@ -47,11 +69,14 @@ def forward(x, gamma, beta, eps=1e-5):
     gamma, beta : ndarray (C,), same dtype
     eps : float > 0
         Added to the biased variance inside the square root.
+    workers : int >= 1, keyword-only
+        Threads over blocks of rows for large inputs (the result is the same for any value).
 
     Returns
     -------
     y : ndarray (..., C)
-    cache : tuple ``(xhat, rstd, gamma, x.shape)``: ``xhat`` (N, C), ``rstd`` (N, 1), N the flattened leading axes
+    cache : tuple ``(xhat, rstd, gamma, x.shape, workers)``: ``xhat`` (N, C), ``rstd`` (N, 1), N the flattened
+        leading axes
     """
     check_float("x", x, ndim_min=1)
     C = x.shape[-1]
@@ -64,6 +89,8 @@ def forward(x, gamma, beta, eps=1e-5):
         raise TypeError(f"eps: expected a positive real number, got {type(eps).__name__}")
     if not eps > 0 or not np.isfinite(eps):
         raise ValueError(f"eps: expected a positive finite number, got {eps}")
+    if isinstance(workers, (bool, np.bool_)) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers: expected an int >= 1, got {workers!r}")
     if C == 0:
         raise ValueError(f"x: expected a last axis of size >= 1 to normalise, got shape {x.shape}")
     N = int(np.prod(x.shape[:-1]))
@@ -72,7 +99,8 @@ def forward(x, gamma, beta, eps=1e-5):
     xhat = np.empty_like(x2)                    # (N, C)
     y = np.empty_like(x2)                       # (N, C)
     rstd = np.empty((N, 1), dtype=x.dtype)      # (N, 1)
-    for rows in _row_blocks(N, C):
+
+    def block(_, rows):
         xb, hb, yb, rb = x2[rows], xhat[rows], y[rows], rstd[rows]
         np.subtract(xb, (xb @ w)[:, None], out=hb)      # x - mu
         np.square(hb, out=yb)                           # scratch: (x - mu)^2
@@ -83,7 +111,9 @@ def forward(x, gamma, beta, eps=1e-5):
         hb *= rb                                        # xhat = (x - mu) r
         np.multiply(hb, gamma, out=yb)
         yb += beta                                      # y = gamma xhat + beta
-    return y.reshape(x.shape), (xhat, rstd, gamma, x.shape)
+
+    _for_each_block(block, _row_blocks(N, C), workers, N * C)
+    return y.reshape(x.shape), (xhat, rstd, gamma, x.shape, workers)
 
 
 def backward(dy, cache):
@@ -99,22 +129,23 @@ def backward(dy, cache):
     dx : ndarray (..., C)
     dgamma, dbeta : ndarray (C,)
     """
-    xhat, rstd, gamma, shape = cache
+    xhat, rstd, gamma, shape, workers = cache
     N, C = xhat.shape
     check_float("dy", dy)
     check_same_dtype(dy=dy, x=xhat)
     check_shape("dy", dy, shape)
     dy2 = dy.reshape(N, C)                      # (N, C)
-    gamma_c = gamma / C                         # (C,) so that g @ 1/C = dy @ gamma_c
+    gamma_c = gamma / C                         # (C,) so that mean(dy gamma) = dy @ gamma_c
     dx = np.empty_like(dy2)                     # (N, C)
-    dgamma = np.zeros(C, dtype=dy.dtype)        # (C,)
-    scratch = np.empty((min(N, max(1, _BLOCK // C)), C), dtype=dy.dtype)
-    for rows in _row_blocks(N, C):
+    blocks = _row_blocks(N, C)
+    dgamma_part = np.empty((len(blocks), C), dtype=dy.dtype)    # (n_blocks, C) one partial sum per block
+
+    def block(i, rows):
         dyb, hb, rb, dxb = dy2[rows], xhat[rows], rstd[rows], dx[rows]
-        p = scratch[:len(dyb)]
+        p = np.empty_like(dyb)                          # (R, C) scratch
         # forward: y = gamma * xhat + beta
         np.multiply(dyb, hb, out=p)                     # dy xhat
-        dgamma += np.ones(len(dyb), dtype=dy.dtype) @ p
+        np.matmul(np.ones(len(dyb), dtype=dy.dtype), p, out=dgamma_part[i])
         # forward: xhat = (x - mu) r, mu and r depend on the whole row; g = dy gamma = dL/dxhat
         a = (p @ gamma_c)[:, None]                      # (R, 1) mean(g xhat)
         a *= rb
@@ -125,5 +156,8 @@ def backward(dy, cache):
         np.multiply(dyb, gamma, out=dxb)
         dxb *= rb
         dxb -= p                                        # r (g - mean(g) - xhat mean(g xhat))
+
+    _for_each_block(block, blocks, workers, N * C)
+    dgamma = np.ones(len(blocks), dtype=dy.dtype) @ dgamma_part  # (C,) blocks summed in a fixed order
     dbeta = np.ones(N, dtype=dy.dtype) @ dy2    # (C,) column sums
     return dx.reshape(dy.shape), dgamma, dbeta

@@ -67,6 +67,19 @@ def test_layernorm_several_row_blocks_match_one(rng):
         assert rel_error(a, b) < TOL64
 
 
+def test_layernorm_threads_give_the_same_bits(rng):
+    # 1024 x 256 = 2^18 elements: large enough for the threaded path; 4 runs of blocks on 3 threads vs serial
+    x = rng.standard_normal((1024, 256)).astype(np.float32)
+    gamma, beta = rng.standard_normal(256).astype(np.float32), rng.standard_normal(256).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    runs = []
+    for workers in (1, 3):
+        y, cache = layernorm.forward(x, gamma, beta, workers=workers)
+        runs.append((y,) + layernorm.backward(dy, cache))
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
 @given(lead=st.lists(st.integers(0, 4), min_size=0, max_size=3), C=st.integers(1, 9), seed=st.integers(0, 2**16),
        eps=st.sampled_from([1e-5, 1e-2]))
 def test_layernorm_random_shapes_match_torch(lead, C, seed, eps):
@@ -134,6 +147,8 @@ def test_layernorm_bad_inputs():
         layernorm.forward(x, g, b, eps=0)
     with pytest.raises(TypeError, match=r"eps: expected a positive real number, got str"):
         layernorm.forward(x, g, b, eps="1e-5")
+    with pytest.raises(ValueError, match=r"workers: expected an int >= 1, got 0"):
+        layernorm.forward(x, g, b, workers=0)
     _, cache = layernorm.forward(x, g, b)
     with pytest.raises(ValueError, match=r"dy: expected shape \(2, 4\), got \(4, 2\)"):
         layernorm.backward(np.zeros((4, 2)), cache)
