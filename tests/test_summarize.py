@@ -22,6 +22,15 @@ DOC = (
     "Plants release the oxygen from the split water into the air. "
     "Without photosynthesis, most life on Earth would have no source of food or oxygen."
 )
+DOC2 = (
+    "A language model generates text one token at a time. "
+    "Each new token is predicted from all the tokens before it. "
+    "The recipe calls for two eggs and a cup of flour. "
+    "Caching the keys and values of earlier tokens saves the model from recomputing them at every step. "
+    "With this cache, generating a token costs time proportional to the length of the text so far."
+)
+OFF_TOPIC = {DOC: "My neighbour bought a red bicycle on Tuesday.",
+             DOC2: "The recipe calls for two eggs and a cup of flour."}
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +81,13 @@ def test_centroid_scores(rng):
     np.testing.assert_allclose(sm.centrality(E, "centroid"), expected, rtol=0, atol=1e-15)
 
 
+@pytest.mark.parametrize("doc", [DOC, DOC2], ids=["photosynthesis", "decoding"])
 @pytest.mark.parametrize("method", sm.METHODS)
-def test_summary_keeps_central_sentences_in_order(model, method):
-    sentences = sm.split_sentences(DOC)
-    summary = sm.summarize(DOC, k=3, method=method, params=model[0], config=model[1])
+def test_summary_keeps_central_sentences_in_order(model, method, doc):
+    sentences = sm.split_sentences(doc)
+    summary = sm.summarize(doc, k=3, method=method, params=model[0], config=model[1])
     assert len(summary) == 3
-    assert "My neighbour bought a red bicycle on Tuesday." not in summary
+    assert OFF_TOPIC[doc] in sentences and OFF_TOPIC[doc] not in summary
     positions = [sentences.index(s) for s in summary]
     assert positions == sorted(positions)
 
