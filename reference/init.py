@@ -38,7 +38,8 @@ ACTIVATIONS = ("relu", "tanh", "linear")
 def _check_common(shape, rng, dtype):
     """Validate the arguments every scheme shares; return the shape as a tuple of ints and the dtype."""
     if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng: expected a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+        raise TypeError(f"rng: expected a numpy.random.Generator (np.random.default_rng(seed)), "
+                        f"got {type(rng).__name__}")
     dtype = np.dtype(dtype)
     if dtype not in FLOAT_DTYPES:
         raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
@@ -157,7 +158,8 @@ def he_normal(shape, rng, dtype=np.float64):
 
     For :math:`z = h W` with :math:`h = \operatorname{ReLU}(z')` and :math:`z'` symmetric,
     :math:`\mathbb{E}[h^2] = \tfrac12 \operatorname{Var}[z']`, so
-    :math:`\operatorname{Var}[z] = n_\text{in} \operatorname{Var}[W]\, \tfrac12 \operatorname{Var}[z'] = \operatorname{Var}[z']`:
+    :math:`\operatorname{Var}[z] = n_\text{in} \operatorname{Var}[W]\, \tfrac12 \operatorname{Var}[z']
+    = \operatorname{Var}[z']`:
     the pre-activation variance is the same in every layer. Use before ReLU.
 
     Parameters
@@ -178,7 +180,8 @@ def he_normal(shape, rng, dtype=np.float64):
 def scaled_residual(shape, rng, n_layer, std=0.02, dtype=np.float64):
     r"""GPT-2's init for the projections that write into the residual stream (attention ``Wo``, MLP ``W2``).
 
-    .. math:: W_{ij} \sim \mathcal{N}\!\left(0,\; \frac{\sigma^2}{2 N}\right), \qquad \sigma = 0.02,\; N = n_\text{layer}
+    .. math::
+        W_{ij} \sim \mathcal{N}\!\left(0,\; \frac{\sigma^2}{2 N}\right), \qquad \sigma = 0.02,\; N = n_\text{layer}
 
     A pre-LN stack adds :math:`2N` sublayer outputs to the residual stream; with independent terms the
     stream's variance grows by their sum, so dividing each term's variance by :math:`2N` keeps the total

@@ -78,7 +78,8 @@ def test_fans_follow_the_d_in_d_out_layout():
     [
         (lambda: init.normal((2, 2), 0), TypeError, "numpy.random.Generator"),
         (lambda: init.normal((2, 2), np.random.RandomState(0)), TypeError, "numpy.random.Generator"),
-        (lambda: init.normal((2, 2), np.random.default_rng(0), dtype=np.int64), TypeError, "float32 or float64, got int64"),
+        (lambda: init.normal((2, 2), np.random.default_rng(0), dtype=np.int64), TypeError,
+         "float32 or float64, got int64"),
         (lambda: init.normal((2, -1), np.random.default_rng(0)), ValueError, "non-negative integers"),
         (lambda: init.normal((2, 2), np.random.default_rng(0), std=0.0), ValueError, "std: expected a positive"),
         (lambda: init.xavier_normal((2, 3, 4), np.random.default_rng(0)), ValueError, r"\(d_in, d_out\)"),

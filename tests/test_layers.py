@@ -33,12 +33,15 @@ def attn_params(rng, C=C, dtype=np.float64):
 
 def ln_params(rng, C=C, dtype=np.float64):
     # gamma away from 1 and beta away from 0, so that a dropped gamma or beta shows.
-    return {"gamma": (1.0 + 0.3 * rng.standard_normal(C)).astype(dtype), "beta": (0.3 * rng.standard_normal(C)).astype(dtype)}
+    return {"gamma": (1.0 + 0.3 * rng.standard_normal(C)).astype(dtype),
+            "beta": (0.3 * rng.standard_normal(C)).astype(dtype)}
 
 
 def ffn_params(rng, C=C, d_ff=D_FF, dtype=np.float64):
-    return {"W1": (rng.standard_normal((C, d_ff)) * C**-0.5).astype(dtype), "b1": (0.1 * rng.standard_normal(d_ff)).astype(dtype),
-            "W2": (rng.standard_normal((d_ff, C)) * d_ff**-0.5).astype(dtype), "b2": (0.1 * rng.standard_normal(C)).astype(dtype)}
+    return {"W1": (rng.standard_normal((C, d_ff)) * C**-0.5).astype(dtype),
+            "b1": (0.1 * rng.standard_normal(d_ff)).astype(dtype),
+            "W2": (rng.standard_normal((d_ff, C)) * d_ff**-0.5).astype(dtype),
+            "b2": (0.1 * rng.standard_normal(C)).astype(dtype)}
 
 
 def encoder_params(rng, dtype=np.float64, C=C, d_ff=D_FF):

@@ -139,8 +139,8 @@ def test_model_matches_torch(norm, rng):
     grads = transformer.backward(G, cache)
 
     C = config.d_model
-    enc = [torch_encoder_layer(p, norm, "relu", np.float64) for p in params["encoder"]]
-    dec = [torch_decoder_layer(p, norm, "relu", np.float64) for p in params["decoder"]]
+    enc = [torch_encoder_layer(p, norm, "relu", np.float64, n_heads=config.n_heads) for p in params["encoder"]]
+    dec = [torch_decoder_layer(p, norm, "relu", np.float64, n_heads=config.n_heads) for p in params["decoder"]]
     E_src = torch.from_numpy(params["src_emb"].copy()).requires_grad_()
     E_tgt = torch.from_numpy(params["tgt_emb"].copy()).requires_grad_()
     lns = {}
@@ -243,7 +243,8 @@ def test_init_params_structure_and_statistics(rng):
     # Variance of n draws, 6-sigma band (see tests/test_init.py): normal sqrt(2/n), uniform sqrt(0.8/n).
     for W, var, kurt in [(params["src_emb"], 1 / C, 3.0), (params["tgt_emb"], 1 / C, 3.0),
                          (enc["self_attn"]["Wq"], 2 / (2 * C), 1.8), (dec["cross_attn"]["Wo"], 2 / (2 * C), 1.8),
-                         (enc["ffn"]["W1"], 2 / (C + config.d_ff), 1.8), (dec["ffn"]["W2"], 2 / (C + config.d_ff), 1.8)]:
+                         (enc["ffn"]["W1"], 2 / (C + config.d_ff), 1.8),
+                         (dec["ffn"]["W2"], 2 / (C + config.d_ff), 1.8)]:
         assert abs(W.var() / var - 1) < 6 * math.sqrt((kurt - 1) / W.size)
     for name, a in flatten_layers(params).items():
         if name.endswith(("bq", "bk", "bv", "bo", "b1", "b2", "beta")):
@@ -297,7 +298,8 @@ def test_bad_inputs_raise(rng):
     params = transformer.init_params(config, rng)
     src, tgt, src_pad, tgt_pad = data(rng, config)
     cases = [
-        (TypeError, "src_ids: expected an integer", lambda: transformer.forward(params, config, src.astype(float), tgt)),
+        (TypeError, "src_ids: expected an integer",
+         lambda: transformer.forward(params, config, src.astype(float), tgt)),
         (ValueError, r"tgt_ids: expected ids in \[0, 13\)", lambda: transformer.forward(params, config, src, tgt + 13)),
         (ValueError, r"src_ids: expected shape \(B, T\)", lambda: transformer.forward(params, config, src[0], tgt)),
         (ValueError, "same batch size", lambda: transformer.forward(params, config, src[:1], tgt)),
