@@ -209,10 +209,8 @@ def forward(params, config, src_ids, tgt_ids, src_pad_mask=None, tgt_pad_mask=No
     cache : tuple
     """
     _check_config(config)
-    src_emb = check_float("params['src_emb']", params["src_emb"])
-    check_shape("params['src_emb']", src_emb, (config.src_vocab_size, config.d_model))
-    check_shape("params['tgt_emb']", check_float("params['tgt_emb']", params["tgt_emb"]),
-                (config.tgt_vocab_size, config.d_model))
+    for name, V in (("src_emb", config.src_vocab_size), ("tgt_emb", config.tgt_vocab_size)):
+        check_shape(f"params['{name}']", check_float(f"params['{name}']", params[name]), (V, config.d_model))
     _check_ids("src_ids", src_ids, config.src_vocab_size)
     _check_ids("tgt_ids", tgt_ids, config.tgt_vocab_size)
     if src_ids.shape[0] != tgt_ids.shape[0]:
