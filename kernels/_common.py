@@ -76,5 +76,6 @@ def check_shape(name, t, expected):
     """Require ``t.shape == expected``; ``None`` in ``expected`` matches any size on that axis."""
     ok = t.ndim == len(expected) and all(e is None or e == s for e, s in zip(expected, t.shape))
     if not ok:
-        want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ("," if len(expected) == 1 else "") + ")"
+        axes = ", ".join("*" if e is None else str(e) for e in expected)
+        want = f"({axes},)" if len(expected) == 1 else f"({axes})"
         raise ValueError(f"{name}: expected shape {want}, got {tuple(t.shape)}")

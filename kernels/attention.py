@@ -27,8 +27,9 @@ import triton.language as tl
 from ._common import autotune, check_tensors, dot_dtype, tl_dtype
 
 HEAD_DIMS = (16, 32, 64, 128)
-_LOG2E = 1.4426950408889634
-_LN2 = 0.6931471805599453
+# Globals a kernel reads must be tl.constexpr (compiled Triton rejects plain Python floats; the interpreter does not).
+_LOG2E = tl.constexpr(1.4426950408889634)
+_LN2 = tl.constexpr(0.6931471805599453)
 
 
 def _attn_configs(block_m_n):
@@ -70,7 +71,7 @@ def _attn_fwd_kernel(
     V += b * stride_vb + h * stride_vh
     q = tl.load(Q + offs_m.to(tl.int64)[:, None] * stride_qt + offs_d[None, :] * stride_qd,
                 mask=mask_m[:, None], other=0.0).to(DOT_DTYPE)                              # (BLOCK_M, D)
-    qk_scale = sm_scale * 1.4426950408889634                                                # s * log2(e)
+    qk_scale = sm_scale * _LOG2E                                                       # s * log2(e)
     shift = T_k - T_q                                     # causal: query i sees key j iff j <= i + shift
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)                              # running max
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)                                            # running sum
@@ -101,7 +102,7 @@ def _attn_fwd_kernel(
         m_i = m_new
     seen = l_i > 0.0
     out = acc / tl.where(seen, l_i, 1.0)[:, None]                # rows that see no key stay 0
-    lse = tl.where(seen, (m_i + tl.math.log2(tl.where(seen, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
+    lse = tl.where(seen, (m_i + tl.math.log2(tl.where(seen, l_i, 1.0))) * _LN2, float("-inf"))
     o_offs = (bh.to(tl.int64) * T_q + offs_m.to(tl.int64))                                  # O, LSE contiguous
     tl.store(O + o_offs[:, None] * D + offs_d[None, :], out.to(O.dtype.element_ty), mask=mask_m[:, None])
     tl.store(LSE + o_offs, lse, mask=mask_m)
@@ -154,7 +155,7 @@ def _attn_bwd_dkdv_kernel(
                 mask=mask_n[:, None], other=0.0).to(DOT_DTYPE)                              # (BLOCK_N, D)
     v = tl.load(V + b * stride_vb + h * stride_vh + n64[:, None] * stride_vt + offs_d[None, :] * stride_vd,
                 mask=mask_n[:, None], other=0.0).to(DOT_DTYPE)                              # (BLOCK_N, D)
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = sm_scale * _LOG2E
     shift = T_k - T_q
     dk = tl.zeros((BLOCK_N, D), dtype=tl.float32)
     dv = tl.zeros((BLOCK_N, D), dtype=tl.float32)
@@ -174,7 +175,7 @@ def _attn_bwd_dkdv_kernel(
         lse = tl.load(LSE + rows, mask=mask_m, other=0.0)
         delta = tl.load(DELTA + rows, mask=mask_m, other=0.0)
         # log2-domain L; a row that sees no key has L = -inf and must give P = 0, so its L becomes +inf
-        lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+        lse2 = tl.where(lse == float("-inf"), float("inf"), lse * _LOG2E)
         sT = tl.dot(k, qT, input_precision="ieee") * qk_scale                               # (BLOCK_N, BLOCK_M)
         valid = mask_n[:, None] & mask_m[None, :]
         if CAUSAL:
@@ -223,8 +224,8 @@ def _attn_bwd_dq_kernel(
     rows = bh.to(tl.int64) * T_q + m64
     lse = tl.load(LSE + rows, mask=mask_m, other=0.0)
     delta = tl.load(DELTA + rows, mask=mask_m, other=0.0)
-    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
-    qk_scale = sm_scale * 1.4426950408889634
+    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * _LOG2E)
+    qk_scale = sm_scale * _LOG2E
     shift = T_k - T_q
     dq = tl.zeros((BLOCK_M, D), dtype=tl.float32)
     hi = T_k

@@ -25,9 +25,6 @@ ACTIVATIONS = {"relu": 0, "gelu": 1, "gelu_tanh": 2}
 # Epilogues of the GEMM kernel.
 _PLAIN, _BIAS_ACT, _BIAS, _TIMES_ACT_GRAD = 0, 1, 2, 3
 
-_SQRT1_2 = 0.7071067811865476      # 1 / sqrt(2)
-_SQRT2_PI = 0.7978845608028654     # sqrt(2 / pi)
-_INV_SQRT_2PI = 0.3989422804014327  # 1 / sqrt(2 pi)
 
 
 @triton.jit
@@ -36,14 +33,17 @@ def _tanh(u):
     return 2.0 * tl.sigmoid(2.0 * u) - 1.0
 
 
+# The constants are literals: 0.7071067811865476 = 1/sqrt(2), 0.7978845608028654 = sqrt(2/pi),
+# 0.3989422804014327 = 1/sqrt(2 pi). (Compiled Triton rejects plain-float globals, and the interpreter fails on
+# tl.constexpr globals inside a nested @triton.jit function.)
 @triton.jit
 def _act(z, ACT: tl.constexpr):
     if ACT == 0:
         h = tl.maximum(z, 0.0)
     elif ACT == 1:
-        h = 0.5 * z * (1.0 + tl.math.erf(z * _SQRT1_2))
+        h = 0.5 * z * (1.0 + tl.math.erf(z * 0.7071067811865476))
     else:
-        h = 0.5 * z * (1.0 + _tanh(_SQRT2_PI * (z + 0.044715 * z * z * z)))
+        h = 0.5 * z * (1.0 + _tanh(0.7978845608028654 * (z + 0.044715 * z * z * z)))
     return h
 
 
@@ -54,11 +54,11 @@ def _act_grad(z, ACT: tl.constexpr):
         g = tl.where(z > 0.0, 1.0, 0.0)
     elif ACT == 1:
         # forward: h = z Phi(z), Phi(z) = (1 + erf(z / sqrt 2)) / 2  ->  h' = Phi(z) + z phi(z)
-        g = 0.5 * (1.0 + tl.math.erf(z * _SQRT1_2)) + z * _INV_SQRT_2PI * tl.exp(-0.5 * z * z)
+        g = 0.5 * (1.0 + tl.math.erf(z * 0.7071067811865476)) + z * 0.3989422804014327 * tl.exp(-0.5 * z * z)
     else:
         # forward: h = z (1 + tanh u) / 2, u = sqrt(2/pi) (z + 0.044715 z^3)
-        t = _tanh(_SQRT2_PI * (z + 0.044715 * z * z * z))
-        g = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * _SQRT2_PI * (1.0 + 3.0 * 0.044715 * z * z)
+        t = _tanh(0.7978845608028654 * (z + 0.044715 * z * z * z))
+        g = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * z * z)
     return g
 
 
