@@ -30,7 +30,8 @@ def _layer_norm_fwd_kernel(
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
     mask = cols < N
-    x = tl.load(X + row * stride_xm + cols * stride_xn, mask=mask, other=0.0).to(tl.float32)  # (BLOCK_N,)
+    cols64 = cols.to(tl.int64)                           # int64: a strided last axis can pass 2**31 too
+    x = tl.load(X + row * stride_xm + cols64 * stride_xn, mask=mask, other=0.0).to(tl.float32)  # (BLOCK_N,)
     mean = tl.sum(x, axis=0) / N
     xc = tl.where(mask, x - mean, 0.0)                                                        # (BLOCK_N,)
     var = tl.sum(xc * xc, axis=0) / N                    # biased (population) variance, as in the paper
@@ -54,13 +55,14 @@ def _layer_norm_bwd_dx_kernel(
     n_programs = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_N)
     mask = cols < N
+    cols64 = cols.to(tl.int64)
     w = tl.load(W + cols * stride_w, mask=mask, other=0.0).to(tl.float32)
     dw_acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
     db_acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
     row = g.to(tl.int64)                                 # int64: row * stride can pass 2**31
     for _ in range(g, M, n_programs):
-        x = tl.load(X + row * stride_xm + cols * stride_xn, mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(DY + row * stride_dym + cols * stride_dyn, mask=mask, other=0.0).to(tl.float32)
+        x = tl.load(X + row * stride_xm + cols64 * stride_xn, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + row * stride_dym + cols64 * stride_dyn, mask=mask, other=0.0).to(tl.float32)
         mean = tl.load(Mean + row)
         rstd = tl.load(Rstd + row)
         xhat = tl.where(mask, (x - mean) * rstd, 0.0)
