@@ -360,13 +360,15 @@ def _copy(tree):
     return gpt.unflatten({n: a.copy() for n, a in gpt.flatten(tree).items()})
 
 
-def validation_loss(params, config, val_data, batch_size=8, n_batches=8, seed=0):
+def validation_loss(params, config, val_data, batch_size=8, n_batches=8, seed=0, block_size=None):
     """Mean next-token cross-entropy over ``n_batches`` windows of ``val_data`` drawn with a fixed seed, so that
-    every model evaluated with the same arguments sees the same text."""
+    every model evaluated with the same arguments sees the same text. Windows are ``block_size`` tokens long
+    (default ``config.block_size``; a shorter one compares models of different context lengths on equal text)."""
     rng = np.random.default_rng(seed)
+    block_size = config.block_size if block_size is None else block_size
     losses = []
     for _ in range(n_batches):
-        x, y = data.get_batch(val_data, batch_size, config.block_size, rng)
+        x, y = data.get_batch(val_data, batch_size, block_size, rng)
         logits, _ = gpt.forward(params, config, x)
         losses.append(float(cross_entropy.forward(logits, y)[0]))
     return float(np.mean(losses))
