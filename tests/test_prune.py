@@ -201,11 +201,17 @@ def test_taylor_scores_are_the_gate_derivatives(rng):
     neurons = prune.neuron_importance(params, "taylor", [grads])
     assert heads.shape == (CFG.n_layer, CFG.n_head) and neurons.shape == (CFG.n_layer, CFG.d_ff)
     for layer, h in [(0, 0), (1, 1)]:
-        num = abs(gate_derivative(params, ids, targets, f"blocks.{layer}.attn.Wo", slice(h * CFG.d_k, (h + 1) * CFG.d_k)))
+        rows = slice(h * CFG.d_k, (h + 1) * CFG.d_k)
+        num = abs(gate_derivative(params, ids, targets, f"blocks.{layer}.attn.Wo", rows))
         assert rel_error(heads[layer, h], num) < 1e-6
     for layer, j in [(0, 3), (1, 30)]:
         num = abs(gate_derivative(params, ids, targets, f"blocks.{layer}.mlp.W2", j))
         assert rel_error(neurons[layer, j], num) < 1e-6
+    # Over several batches the score is the mean of the per-batch |dL/dxi| (Michel et al. average |.| over data).
+    _, grads2 = gpt.loss_and_grads(params, CFG, ids_batch(rng), ids_batch(rng))
+    two = prune.head_importance(params, CFG.n_head, "taylor", [grads, grads2])
+    second = prune.head_importance(params, CFG.n_head, "taylor", [grads2])
+    np.testing.assert_allclose(two, (heads + second) / 2, rtol=1e-14)
 
 
 def test_weight_scores_and_lowest(rng):
