@@ -171,7 +171,7 @@ def distill(teacher_params, teacher_config, student_config, train_data, steps, v
     ``student_config.block_size`` tokens from ``train_data``) and take ``steps`` AdamW steps with the same
     warm-up + cosine schedule, weight decay on the matrices and global-norm clipping. The distilled one minimises
     :func:`forward` (``T``, ``alpha``) against the teacher's logits on the same batch; the baseline minimises the
-    cross-entropy alone. Parameters are float32 (the teacher's are cast to its own dtype as they are).
+    cross-entropy alone. The students are float32; the teacher's logits are cast to float32 for the loss.
 
     Parameters
     ----------
@@ -221,7 +221,7 @@ def distill(teacher_params, teacher_config, student_config, train_data, steps, v
         lr_t = optim.warmup_cosine(step, lr, warmup, steps, min_lr=0.1 * lr)
         teacher_logits, _ = gpt.forward(teacher_params, teacher_config, x)             # (B, T, V)
         logits, cache = gpt.forward(students["distilled"], cfg, x)                     # (B, T, V)
-        _, kd_cache = forward(logits, teacher_logits.astype(logits.dtype), y, T, alpha)
+        _, kd_cache = forward(logits, teacher_logits.astype(logits.dtype, copy=False), y, T, alpha)
         grads = {"distilled": gpt.backward(backward(1.0, kd_cache), cache),
                  "scratch": gpt.loss_and_grads(students["scratch"], cfg, x, y)[1]}
         for name, p in students.items():

@@ -57,6 +57,16 @@ def test_matches_torch_float64(T, alpha, rng):
     assert rel_error(distill.backward(1.0, cache), want_grad) < 1e-12
 
 
+def test_batchmean_on_3d_logits_divides_by_batch_only(rng):
+    # The trap the module docstring's oracle avoids: on (B, T, V) logits "batchmean" divides by B, so it is T times
+    # our mean over the B*T positions. float64 round-off only: 1e-12.
+    zs, zt, _ = logits_and_targets(rng, (2, 5), 7)
+    loss, _ = distill.forward(zs, zt, None, 1.0, 0.0)
+    kl_3d = F.kl_div(F.log_softmax(torch.tensor(zs), -1), F.log_softmax(torch.tensor(zt), -1), log_target=True,
+                     reduction="batchmean").item()
+    assert rel_error(kl_3d, 5 * loss) < 1e-12
+
+
 def test_matches_torch_float32(rng):
     # float32: each side rounds at ~6e-8 relative; the log-softmaxes, the products and a sum over V = 50 entries and
     # 24 positions accumulate to a few 1e-7, so 1e-5 is a loose-enough bound that still catches a wrong term
