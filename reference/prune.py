@@ -379,8 +379,9 @@ def gradual_prune(params, config, train_data, steps, final_sparsity, scope="glob
     """Fine-tune a copy of the GPT ``params`` while its sparsity rises to ``final_sparsity`` (cubic schedule).
 
     The masks are recomputed by magnitude every ``prune_every`` steps during the first ``prune_fraction`` of the
-    steps (the last recomputation lands on the schedule's end, at ``final_sparsity`` exactly), then held for the
-    rest, which only fine-tunes. Every step is :func:`masked_adamw_step` with AdamW at a constant ``lr``,
+    steps (the last recomputation lands on the schedule's end, at ``final_sparsity`` exactly; if that end is the
+    last step, after it), then held for the rest, which only fine-tunes. AdamW starts with zero moments; they are
+    masked at every step, so each newly pruned weight loses its moments the step it is pruned. Every step is :func:`masked_adamw_step` with AdamW at a constant ``lr``,
     weight decay on the matrices (``optim.decay_matrices``) and global-norm clipping.
 
     Returns
@@ -392,6 +393,10 @@ def gradual_prune(params, config, train_data, steps, final_sparsity, scope="glob
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps: expected a positive integer, got {steps!r}")
     _check_sparsity(final_sparsity)
+    if isinstance(prune_every, bool) or not isinstance(prune_every, (int, np.integer)) or prune_every < 1:
+        raise ValueError(f"prune_every: expected a positive integer, got {prune_every!r}")
+    if not 0.0 < prune_fraction <= 1.0:
+        raise ValueError(f"prune_fraction: expected a number in (0, 1], got {prune_fraction!r}")
     params = _copy(params)
     state = optim.adamw_init(params)
     rng = np.random.default_rng(seed)

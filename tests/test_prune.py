@@ -369,5 +369,7 @@ def test_bad_arguments(rng):
         prune.magnitude_masks({"b": np.ones(3)}, 0.5)
     with pytest.raises(ValueError, match="needs train_data"):
         prune.sparsity_sweep(params, CFG, np.arange(20), [0.5], finetune_steps=2)
+    with pytest.raises(ValueError, match="prune_every: expected a positive integer"):
+        prune.gradual_prune(params, CFG, np.arange(20) % 11, 2, 0.5, prune_every=0)
     with pytest.raises(ValueError, match="k: expected an integer in"):
         prune.lowest(np.zeros((2, 2)), 5)
