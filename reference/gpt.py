@@ -224,7 +224,10 @@ def _attention_backward(dy, cache):
     da = da.reshape(B, T, n_head, d_k).transpose(0, 2, 1, 3)     # (B, H, T, d_k)
     dq, dk, dv = attention.backward(da, attn_cache)              # each (B, H, T, d_k)
     # forward: q, k, v = split_heads(qkv)
-    dqkv = np.stack([dq, dk, dv]).transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * C)   # (B, T, 3C)
+    dqkv = np.empty((B, T, 3, n_head, d_k), dtype=dy.dtype)     # (B, T, 3, H, d_k)
+    for i, d in enumerate((dq, dk, dv)):
+        dqkv[:, :, i] = d.transpose(0, 2, 1, 3)                  # (B, T, H, d_k)
+    dqkv = dqkv.reshape(B, T, 3 * C)                             # (B, T, 3C)
     # forward: qkv = h [Wq | Wk | Wv] + [bq | bk | bv]
     dh, dW_qkv, db_qkv = linear.backward(dqkv, qkv_cache)        # (B, T, C), (C, 3C), (3C,)
     dWq, dWk, dWv = (np.ascontiguousarray(w) for w in np.split(dW_qkv, 3, axis=1))
@@ -272,12 +275,12 @@ def forward(params, config, ids):
         # x = x + MHA(LN1(x))
         h, ln1_cache = layernorm.forward(x, p["ln1"]["gamma"], p["ln1"]["beta"], eps=config.ln_eps)
         y, attn_cache = _attention_forward(h, p["attn"], config.n_head, mask)
-        x = x + y
+        x += y                                                       # in place: no cache holds the stream
         # x = x + FFN(LN2(x))
         h, ln2_cache = layernorm.forward(x, p["ln2"]["gamma"], p["ln2"]["beta"], eps=config.ln_eps)
         m = p["mlp"]
         y, ffn_cache = ffn.forward(h, m["W1"], m["b1"], m["W2"], m["b2"], activation=config.activation)
-        x = x + y
+        x += y
         block_caches.append((ln1_cache, attn_cache, ln2_cache, ffn_cache))
     xf, lnf_cache = layernorm.forward(x, params["ln_f"]["gamma"], params["ln_f"]["beta"], eps=config.ln_eps)
     logits = xf @ params["wte"].T                                    # (B, T, V) tied output head
@@ -314,11 +317,11 @@ def backward(dlogits, cache):
         # forward: x = x + FFN(LN2(x))   (dx reaches the input through the skip and through the branch)
         dh, dW1, db1, dW2, db2 = ffn.backward(dx, ffn_cache)
         dh, dgamma2, dbeta2 = layernorm.backward(dh, ln2_cache)
-        dx = dx + dh
+        dx += dh                                                     # in place: no gradient returned aliases dx
         # forward: x = x + MHA(LN1(x))
         dh, dattn = _attention_backward(dx, attn_cache)
         dh, dgamma1, dbeta1 = layernorm.backward(dh, ln1_cache)
-        dx = dx + dh
+        dx += dh
         block_grads.append({"ln1": {"gamma": dgamma1, "beta": dbeta1}, "attn": dattn,
                             "ln2": {"gamma": dgamma2, "beta": dbeta2},
                             "mlp": {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}})

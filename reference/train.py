@@ -1,0 +1,312 @@
+"""Train the GPT of ``reference/gpt.py`` on the King James Bible, in NumPy, with the hand-written backward pass.
+
+    python -m reference.train                       # the "small" config: char-level, a few minutes on 2 cores
+    python -m reference.train --config medium       # byte-level BPE, bigger model
+    python -m reference.train --steps 3000 --lr 1e-3 --out runs/mine
+    python -m reference.train --resume runs/small/checkpoint.npz    # continue, bit-identically
+
+The loop is the material's §2.1 in order: data (corpus, split, tokenizer, random windows), initialisation
+(``gpt.init_params``), gradient descent (``gpt.loss_and_grads``, global-norm clipping, AdamW with a warm-up +
+cosine schedule) and iteration (evaluate, checkpoint, repeat). Every ``--eval-interval`` steps it measures the
+validation loss and writes a checkpoint (params, optimizer state, step, run config, tokenizer, RNG state, loss
+history). At the end it writes the loss curve (``--figure``), a JSON log in ``--out`` and prints a few samples.
+
+Resuming restores all of that state, so ``--resume`` continues exactly as the uninterrupted run would have:
+the same batches, the same updates, the same bits. ``--stop-at K`` ends a run after step K (with a checkpoint)
+while keeping the schedule of ``--steps``; it is how a long run is split across sessions, and how the test
+interrupts one.
+
+On a machine shared with other jobs, run with ``OPENBLAS_NUM_THREADS=1``: multi-threaded BLAS threads that wait
+for each other on busy cores made a step of the small config 10x slower than one thread did.
+"""
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from reference import checkpoint, cross_entropy, data, generate, gpt, optim, tokenizers
+
+# Named configurations. "small" is the default: char-level, it trains in a few minutes on 2 CPU cores.
+CONFIGS = {
+    "tiny": dict(tokenizer="char", d_model=32, n_layer=2, n_head=4, block_size=32, batch_size=8,
+                 lr=3e-3, steps=50, warmup=5, eval_interval=25, eval_batches=4),
+    "small": dict(tokenizer="char", d_model=128, n_layer=4, n_head=4, block_size=128, batch_size=16,
+                  lr=2e-3, steps=800, warmup=50, eval_interval=100, eval_batches=20),
+    "medium": dict(tokenizer="bpe", bpe_vocab=2048, d_model=256, n_layer=6, n_head=8, block_size=256,
+                   batch_size=16, lr=1e-3, steps=5000, warmup=200, eval_interval=250, eval_batches=40),
+    "large": dict(tokenizer="bpe", bpe_vocab=4096, d_model=512, n_layer=8, n_head=8, block_size=256,
+                  batch_size=32, lr=6e-4, steps=20000, warmup=500, eval_interval=500, eval_batches=40),
+}
+# Shared by every config (GPT-2 / nanoGPT practice).
+DEFAULTS = dict(bpe_vocab=1024, min_lr_ratio=0.1, weight_decay=0.1, betas=(0.9, 0.95), grad_clip=1.0, seed=0,
+                positional="learned")
+SAMPLE_PROMPTS = ("And God said", "In the beginning", "Jesus answered")
+CHECKPOINT = "checkpoint.npz"
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot train; raised before any training starts."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="lm-primer-train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=None, choices=sorted(CONFIGS), help="named configuration (default: small)")
+    ap.add_argument("--tokenizer", choices=("char", "bpe"))
+    ap.add_argument("--d-model", type=int)
+    ap.add_argument("--n-layer", type=int)
+    ap.add_argument("--n-head", type=int)
+    ap.add_argument("--block-size", type=int, help="context length T (also the positional table's size)")
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--lr", type=float, help="peak learning rate")
+    ap.add_argument("--steps", type=int, help="total optimizer steps (the schedule's length)")
+    ap.add_argument("--eval-interval", type=int, help="steps between validation and checkpoint")
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--stop-at", type=int, help="stop after this step (checkpointed), keeping the schedule of --steps")
+    ap.add_argument("--out", type=Path, help="run directory (default runs/<config>)")
+    ap.add_argument("--resume", type=Path, help="checkpoint to continue from")
+    ap.add_argument("--figure", type=Path, default=Path("figures/train_loss.png"), help="loss-curve PNG")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar (logs, tests)")
+    return ap.parse_args(argv)
+
+
+def _flag_values(args):
+    """The run settings given on the command line (None = not given)."""
+    return {"tokenizer": args.tokenizer, "d_model": args.d_model, "n_layer": args.n_layer, "n_head": args.n_head,
+            "block_size": args.block_size, "batch_size": args.batch_size, "lr": args.lr, "steps": args.steps,
+            "eval_interval": args.eval_interval, "seed": args.seed}
+
+
+def make_run(args):
+    """The run configuration (a JSON-able dict) of a fresh run: named config, then flags on top."""
+    name = args.config or "small"
+    run = dict(DEFAULTS, **CONFIGS[name], config=name)
+    run.update({k: v for k, v in _flag_values(args).items() if v is not None})
+    run["betas"] = list(run["betas"])
+    return run
+
+
+def resumed_run(args, saved_run):
+    """The run configuration of a resumed run: the checkpoint's; only --steps and --eval-interval may change."""
+    run = dict(saved_run)
+    for key, value in _flag_values(args).items():
+        if value is None or value == run.get(key):
+            continue
+        if key == "block_size" and value > run["block_size"]:
+            raise ConfigError(f"--block-size {value} is larger than the checkpoint's positional table "
+                              f"({run['block_size']} rows)")
+        if key not in ("steps", "eval_interval"):
+            raise ConfigError(f"--{key.replace('_', '-')} {value} differs from the checkpoint's {run[key]}; "
+                              f"a resumed run keeps its configuration (only --steps and --eval-interval may change)")
+        run[key] = value
+    return run
+
+
+def model_config(run, vocab_size):
+    return gpt.GPTConfig(vocab_size=vocab_size, block_size=run["block_size"], n_layer=run["n_layer"],
+                         n_head=run["n_head"], d_model=run["d_model"], positional=run["positional"])
+
+
+def validate(run):
+    """Every check that needs no data: raises ConfigError naming the bad setting."""
+    for key in ("d_model", "n_layer", "n_head", "block_size", "batch_size", "steps", "eval_interval"):
+        if not isinstance(run[key], int) or run[key] < 1:
+            raise ConfigError(f"{key.replace('_', '-')}: expected a positive integer, got {run[key]!r}")
+    if not (math.isfinite(run["lr"]) and run["lr"] > 0):
+        raise ConfigError(f"lr: the learning rate must be a positive number, got {run['lr']!r}")
+    if run["warmup"] > run["steps"]:
+        run["warmup"] = run["steps"]
+    try:
+        model_config(run, vocab_size=1)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------
+
+def build_data(run, tokenizer=None):
+    """Load the corpus, split it, train the tokenizer on the training text (unless given) and encode both splits.
+
+    Returns
+    -------
+    tokenizer, train_ids (N_train,) int32, val_ids (N_val,) int32
+    """
+    text = data.load_corpus()
+    train_text, val_text = data.train_val_split(text)
+    if tokenizer is None:
+        if run["tokenizer"] == "char":
+            tokenizer = tokenizers.CharTokenizer.train(train_text)
+        else:
+            tokenizer = tokenizers.ByteBPE.train(train_text, run["bpe_vocab"])
+    train_ids = np.array(tokenizer.encode(train_text), dtype=np.int32)   # (N_train,)
+    val_ids = np.array(tokenizer.encode(val_text), dtype=np.int32)       # (N_val,)
+    for name, ids in (("training", train_ids), ("validation", val_ids)):
+        if ids.size < run["block_size"] + 1:
+            raise ConfigError(f"block-size {run['block_size']}: the {name} split has only {ids.size} tokens")
+    return tokenizer, train_ids, val_ids
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation, sampling, plotting
+# ---------------------------------------------------------------------------------------------------------------
+
+def evaluate(params, config, val_ids, run):
+    """Mean loss over ``eval_batches`` validation windows; the same windows at every evaluation (fixed seed), so
+    the curve compares like with like, and the training RNG is untouched (which keeps --resume exact)."""
+    rng = np.random.default_rng(run["seed"] + 1)
+    losses = []
+    for _ in range(run["eval_batches"]):
+        x, y = data.get_batch(val_ids, run["batch_size"], run["block_size"], rng)
+        logits, _ = gpt.forward(params, config, x)
+        losses.append(float(cross_entropy.forward(logits, y)[0]))
+    return float(np.mean(losses))
+
+
+def samples(params, config, tokenizer, run, temperature=0.8):
+    """One verse-like line per prompt: temperature sampling until a newline or the context is full."""
+    stop = tokenizer.encode("\n")
+    prompts = [tokenizer.encode(p) for p in SAMPLE_PROMPTS]
+    max_len = max(len(p) for p in prompts)
+    new = generate.generate(params, config, prompts, max_new_tokens=config.block_size - max_len + 1,
+                            temperature=temperature, stop_tokens=stop[:1], rng=run["seed"])
+    return [tokenizer.decode(p + n).rstrip("\n") for p, n in zip(prompts, new)]
+
+
+def plot_losses(history, path, title):
+    """Train loss per step (and its running mean) with the validation points, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([s for s, *_ in history["train"]])
+    loss = np.array([l for _, l, *_ in history["train"]])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, loss, color="tab:blue", alpha=0.3, lw=0.8, label="train (per step)")
+    k = min(50, len(loss))
+    if k > 1:
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], smooth, color="tab:blue", label=f"train (mean of {k} steps)")
+    if history["val"]:
+        vs, vl = zip(*history["val"])
+        ax.plot(vs, vl, "o-", color="tab:orange", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats per token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------------------------
+
+def save(path, params, opt_state, step, run, tokenizer, rng, history):
+    """Everything the loop needs to continue exactly: the next batch, the next update, the same history."""
+    checkpoint.save(path, {"params": params, "opt_state": opt_state, "step": step, "run": run,
+                           "tokenizer": tokenizer.to_json(), "rng": checkpoint.rng_to_json(rng),
+                           "history": history})
+
+
+def train_step(params, opt_state, config, run, x, y, step):
+    """One update: loss and gradients, global-norm clipping, AdamW at the scheduled learning rate."""
+    loss, grads = gpt.loss_and_grads(params, config, x, y)
+    grads, grad_norm = optim.clip_grad_norm(grads, run["grad_clip"])
+    lr = optim.warmup_cosine(step, run["lr"], run["warmup"], run["steps"], min_lr=run["lr"] * run["min_lr_ratio"])
+    optim.adamw_step(params, grads, opt_state, lr, betas=tuple(run["betas"]), weight_decay=run["weight_decay"],
+                     decay_mask=optim.decay_matrices)
+    return float(loss), lr, grad_norm
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        if args.resume is not None:
+            ckpt = checkpoint.load(args.resume)
+            run = resumed_run(args, ckpt["run"])
+        else:
+            run = make_run(args)
+        validate(run)
+        if args.stop_at is not None and not 1 <= args.stop_at <= run["steps"]:
+            raise ConfigError(f"--stop-at {args.stop_at}: expected a step in [1, {run['steps']}]")
+        out = args.out or (args.resume.parent if args.resume else Path("runs") / run["config"])
+        tokenizer = tokenizers.from_json(ckpt["tokenizer"]) if args.resume else None
+        tokenizer, train_ids, val_ids = build_data(run, tokenizer)
+    except (ConfigError, data.CorpusError, checkpoint.CheckpointError, FileNotFoundError) as err:
+        print(f"lm-primer-train: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+
+    config = model_config(run, tokenizer.vocab_size)
+    if args.resume is not None:
+        params, opt_state, step = ckpt["params"], ckpt["opt_state"], ckpt["step"]
+        rng = checkpoint.rng_from_json(ckpt["rng"])
+        history = ckpt["history"]
+    else:
+        rng = np.random.default_rng(run["seed"])
+        params = gpt.init_params(config, rng, dtype=np.float32)
+        opt_state = optim.adamw_init(params)
+        step = 0
+        history = {"train": [], "val": []}
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"config {run['config']}: {gpt.n_params(params):,} parameters, {run['tokenizer']} tokenizer "
+          f"(vocab {tokenizer.vocab_size}), {train_ids.size:,} training tokens; step {step} of {run['steps']}",
+          flush=True)
+
+    from tqdm.auto import tqdm
+
+    last = run["steps"] if args.stop_at is None else args.stop_at
+    tokens_per_step = run["batch_size"] * run["block_size"]
+    bar = tqdm(total=last, initial=step, disable=args.no_progress, unit="step", dynamic_ncols=True)
+    t_train, n_steps, tok_s = 0.0, 0, None
+    while step < last:
+        step += 1
+        n_steps += 1
+        t0 = time.perf_counter()
+        x, y = data.get_batch(train_ids, run["batch_size"], run["block_size"], rng)
+        loss, lr, grad_norm = train_step(params, opt_state, config, run, x, y, step)
+        dt = time.perf_counter() - t0
+        t_train += dt
+        history["train"].append([step, loss, lr, grad_norm])
+        bar.update(1)
+        tok_s = tokens_per_step / dt if tok_s is None else 0.9 * tok_s + 0.1 * tokens_per_step / dt   # smoothed
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}", lr=f"{lr:.2e}")
+        if step % run["eval_interval"] == 0 or step == run["steps"]:
+            val = evaluate(params, config, val_ids, run)
+            history["val"].append([step, val])
+            bar.write(f"step {step}: train loss {loss:.4f}, validation loss {val:.4f}")
+            save(out / CHECKPOINT, params, opt_state, step, run, tokenizer, rng, history)
+        elif step == last:
+            save(out / CHECKPOINT, params, opt_state, step, run, tokenizer, rng, history)
+    bar.close()
+
+    log = {"run": run, "step": step, "n_params": gpt.n_params(params), "vocab_size": tokenizer.vocab_size,
+           "train_seconds": round(t_train, 2),
+           "tokens_per_second": round(n_steps * tokens_per_step / t_train, 1) if n_steps else None, **history}
+    if step == run["steps"]:
+        log["samples"] = samples(params, config, tokenizer, run)
+        for line in log["samples"]:
+            print("  " + line)
+    (out / "log.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
+    fig = plot_losses(history, args.figure, f"{run['config']}: d_model={run['d_model']}, n_layer={run['n_layer']}, "
+                                            f"{run['tokenizer']} tokens")
+    print(f"wrote {out / CHECKPOINT}, {out / 'log.json'} and {fig}", flush=True)
+    return log
+
+
+if __name__ == "__main__":
+    main()
