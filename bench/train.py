@@ -175,7 +175,7 @@ def _figure(result):
     c = result["config"]
     ax.set_title(f"One training step (fwd + bwd + AdamW): d_model={c['d_model']}, n_layer={c['n_layer']}, "
                  f"n_head={c['n_head']}, T={c['T']}, B={c['B']}", fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
     path = ROOT / "figures" / "bench_train.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})

@@ -122,7 +122,7 @@ def validate(run):
             raise ConfigError(f"{key.replace('_', '-')}: expected a positive integer, got {run[key]!r}")
     if not (math.isfinite(run["lr"]) and run["lr"] > 0):
         raise ConfigError(f"lr: the learning rate must be a positive number, got {run['lr']!r}")
-    if run["warmup"] > run["steps"]:
+    if run["warmup"] > run["steps"]:           # a run shorter than its config's warm-up warms up over all of it
         run["warmup"] = run["steps"]
     try:
         model_config(run, vocab_size=1)
@@ -234,6 +234,7 @@ def train_step(params, opt_state, config, run, x, y, step):
 
 
 def main(argv=None):
+    t_start = time.perf_counter()
     args = parse_args(argv)
     try:
         if args.resume is not None:
@@ -280,6 +281,10 @@ def main(argv=None):
         x, y = data.get_batch(train_ids, run["batch_size"], run["block_size"], rng)
         loss, lr, grad_norm = train_step(params, opt_state, config, run, x, y, step)
         dt = time.perf_counter() - t0
+        if not math.isfinite(loss):
+            bar.close()
+            raise SystemExit(f"lm-primer-train: error: the loss is {loss} at step {step}; training diverged "
+                             f"(try a lower --lr than {run['lr']}). The last checkpoint in {out} is intact.")
         t_train += dt
         history["train"].append([step, loss, lr, grad_norm])
         bar.update(1)
@@ -301,6 +306,7 @@ def main(argv=None):
         log["samples"] = samples(params, config, tokenizer, run)
         for line in log["samples"]:
             print("  " + line)
+    log["wall_seconds"] = round(time.perf_counter() - t_start, 1)
     (out / "log.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
     fig = plot_losses(history, args.figure, f"{run['config']}: d_model={run['d_model']}, n_layer={run['n_layer']}, "
                                             f"{run['tokenizer']} tokens")
