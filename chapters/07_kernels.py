@@ -345,15 +345,54 @@ check("delta: rowsum(P * dP) vs rowsum(dO * O)", delta_from_O, delta_from_P, F64
 #
 # The price is arithmetic. Both kernels recompute $S$, $P$ and $dP$ for every tile: seven $T \times T \times d$
 # products in total, against five for a single pass with atomics. The gain is a backward pass that gives the same
-# bits on every run, and that has no write contention. `backward_blocked` in NumPy uses the dK/dV loop order
-# (outer loop over key blocks) and accumulates $dQ$ in the same pass, which is safe in a serial loop. The dK/dV
-# kernel's loop body against it:
+# bits on every run, and that has no write contention.
+#
+# The figure shows who visits which tile, for a causal $T = 100$ with the interpreter's tile sizes (on a GPU the
+# autotuner picks larger ones). Each colour is one program. A tile is visited when at least one of its scores is
+# unmasked: that is exactly what the kernels' loop bounds (`lo` in the dK/dV kernel, `hi` in the dQ kernel)
+# compute. Tiles entirely above the diagonal are never loaded.
+
+# %%
+T_t = 100
+mask_t = attention.causal_mask(T_t, T_t)                         # (T, T)
+fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+panels = [("dK/dV kernel: one program per key block", k_attention._INTERP_DKDV, "key"),
+          ("dQ kernel: one program per query block", k_attention._INTERP_FWD, "query")]
+for ax, (title, config, owner) in zip(axes, panels):
+    bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]   # queries, keys per tile
+    program = np.full((T_t, T_t), np.nan)                        # (T_q, T_k) the program that visits each score
+    visited = 0
+    for i0 in range(0, T_t, bm):
+        for j0 in range(0, T_t, bn):
+            if mask_t[i0:i0 + bm, j0:j0 + bn].any():
+                program[i0:i0 + bm, j0:j0 + bn] = j0 // bn if owner == "key" else i0 // bm
+                visited += 1
+    n_tiles = -(-T_t // bm) * -(-T_t // bn)
+    print(f"{title}: {bm} x {bn} tiles, visits {visited} of {n_tiles}")
+    ax.imshow(program, cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
+    ax.plot([0, T_t - 1], [0, T_t - 1], "k-", lw=1)
+    ax.set_xticks(np.arange(0, T_t, bn) - 0.5, [str(j) for j in range(0, T_t, bn)])
+    ax.set_yticks(np.arange(0, T_t, bm) - 0.5, [str(i) for i in range(0, T_t, bm)])
+    ax.grid(color="white", lw=1)
+    ax.set_xlabel("key j")
+    ax.set_ylabel("query i")
+    ax.set_title(f"{title}\n(white: skipped; line: the causal diagonal)", fontsize=10)
+savefig(fig, "kernels_backward_tiles.png")
+plt.show()
+
+# %% [markdown]
+# In the left panel a program owns a column of tiles. It is the only one that writes that column's rows of $dK$
+# and $dV$. In the right panel a program owns a row of tiles, and is the only one that writes that row's rows of
+# $dQ$. `backward_blocked` in NumPy uses the dK/dV loop order (outer loop over key blocks) and accumulates $dQ$ in
+# the same pass, which is safe in a serial loop. The dK/dV kernel's loop body against it, then the dQ kernel's:
 
 # %%
 show("NumPy: reference/attention.py, backward_blocked",
      source(attention.backward_blocked, "for i0 in range", "dk_j += "))
 show("Triton: kernels/attention.py, _attn_bwd_dkdv_kernel",
      source(k_attention._attn_bwd_dkdv_kernel, "for start_m in range", "dk += "))
+show("Triton: kernels/attention.py, _attn_bwd_dq_kernel",
+     source(k_attention._attn_bwd_dq_kernel, "p = tl.where(valid", "dq += "))
 
 # %% [markdown]
 # The kernel computes the transposed tile $S^\top$ (keys × queries) because its program owns a block of keys.
@@ -386,7 +425,10 @@ for B, H, T_q, T_k, d in cases:
 # matrix products on tensor cores with float32 accumulation, and keep $m$, $\ell$, lse and $\delta$ in float32.
 # The error against the float64 reference, per dtype, for the first case above. The reference starts from the
 # inputs *after* rounding to the dtype, so only the kernel's own rounding counts. The tolerances are those of
-# `tests/triton_checks.py`: a few units in the last place of each format.
+# `tests/triton_checks.py`: a few units in the last place of each format. (In the interpreter the kernels upcast
+# each tile to float32 right after loading it, because the interpreter's bfloat16 arithmetic is broken. The
+# product of two bf16 or fp16 values is exact in float32, so this still computes what a tensor core computes; see
+# `kernels/_common.py`.)
 
 # %%
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}   # see tests/triton_checks.py
