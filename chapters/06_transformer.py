@@ -383,8 +383,8 @@ x_ffn = rng.standard_normal((512, C_big))                                     # 
 ffn_w = dict(W1=rng.standard_normal((C_big, ff_big)) / np.sqrt(C_big), b1=np.zeros(ff_big),
              W2=rng.standard_normal((ff_big, C_big)) / np.sqrt(ff_big), b2=np.zeros(C_big))
 diag = as_written.ffn_diagnostics(x_ffn, **ffn_w)
-print(f"as written: min output {diag['as_written_min']:+.3f}, negative outputs {diag['as_written_fraction_negative']:.0%}")
-print(f"correct:    min output {diag['correct_min']:+.3f}, negative outputs {diag['correct_fraction_negative']:.0%}")
+for who in ("as_written", "correct"):
+    print(f"{who:>10}: min output {diag[who + '_min']:+.3f}, negative outputs {diag[who + '_fraction_negative']:.0%}")
 assert diag["as_written_fraction_negative"] == 0 and diag["correct_fraction_negative"] > 0.3
 
 # %% [markdown]
@@ -588,16 +588,6 @@ assert rows["§3.3 as listed (no residual)"][1] > 0.99 and rows["pre-LN"][1] < 0
 # and pre-LN:
 
 # %%
-B, T_src, T_tgt, C, n_heads, d_ff = 2, 4, 3, 8, 2, 16
-layer_cfg = transformer.TransformerConfig(src_vocab_size=5, tgt_vocab_size=5, d_model=C, n_heads=n_heads, n_layers=1, d_ff=d_ff)
-one = transformer.init_params(layer_cfg, rng)                          # take one encoder and one decoder layer from it
-enc_p, dec_p = one["encoder"][0], one["decoder"][0]
-for p in (enc_p, dec_p):                                     # non-trivial LayerNorm parameters and biases
-    for ln in [k for k in p if k.startswith("ln")]:
-        p[ln]["gamma"] += 0.1 * rng.standard_normal(C)
-        p[ln]["beta"] += 0.1 * rng.standard_normal(C)
-
-
 def leaves(tree, prefix=""):
     """The arrays of a nested parameter dict, flattened to {"self_attn.Wq": array, ...} (same objects)."""
     out = {}
@@ -605,6 +595,16 @@ def leaves(tree, prefix=""):
         name = f"{prefix}{key}"
         out.update(leaves(val, name + ".") if isinstance(val, (dict, list)) else {name: val})
     return out
+
+
+B, T_src, T_tgt, C, n_heads, d_ff = 2, 4, 3, 8, 2, 16
+layer_cfg = transformer.TransformerConfig(src_vocab_size=5, tgt_vocab_size=5, d_model=C, n_heads=n_heads,
+                                          n_layers=1, d_ff=d_ff)
+one = transformer.init_params(layer_cfg, rng)                # take one encoder and one decoder layer from it
+enc_p, dec_p = one["encoder"][0], one["decoder"][0]
+for name, a in {**leaves(enc_p), **leaves(dec_p)}.items():
+    if not name.split(".")[-1].startswith("W"):              # biases, gamma, beta: move them off 0 and 1
+        a += 0.1 * rng.standard_normal(a.shape)
 
 
 x = rng.standard_normal((B, T_src, C))                       # (B, S, C) encoder input
