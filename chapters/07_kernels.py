@@ -31,8 +31,8 @@
 # **Where the kernels run here.** This notebook runs every Triton kernel in Triton's *interpreter*
 # (`TRITON_INTERPRET=1`). The interpreter executes the kernel's Python source on the CPU with NumPy, one program
 # after another. On a CUDA GPU the same source compiles to native code. The interpreter is for checking correctness,
-# not for measuring speed: it is thousands of times slower than the GPU and slower than plain NumPy, so no timing
-# in this chapter means anything about GPU speed. The shapes are tiny to keep the interpreter's run short. They are
+# not for measuring speed: it is far slower than a GPU, and slower even than plain NumPy, so nothing here says
+# anything about how fast the kernels are. The shapes are tiny to keep the interpreter's run short. They are
 # chosen so that every sequence length leaves a ragged last block.
 
 # %%
@@ -110,22 +110,24 @@ def check(name, got, ref, rtol):
 # S = \frac{Q K^\top}{\sqrt{d}} + M, \qquad P = \operatorname{softmax}_\text{row}(S), \qquad O = P V .
 # $$
 #
-# `attention.forward` computes exactly that. It holds $S$ and $P$, two $T_q \times T_k$ arrays per head, and keeps
-# $P$ for the backward pass. `attention.forward_blocked` gives the same $O$ from $\texttt{block\_size}^2$ tiles
+# `attention.forward` computes exactly that. It builds the $T_q \times T_k$ scores $S$ for each head, turns them into
+# $P$ in place, and keeps $P$ for the backward pass. `attention.forward_blocked` gives the same $O$ from $\texttt{block\_size}^2$ tiles
 # of $S$. It keeps only the log-sum-exp $\text{lse}_i = \log \sum_j e^{S_{ij}}$ of each row, for the backward pass.
 # `kernels.flash_attention` runs the blocked algorithm as a GPU kernel. Each *program* (one block of threads on a
 # GPU, one loop iteration in the interpreter) owns one block of query rows of one (batch, head) and loops over the
 # key blocks.
 #
-# The chain of checks below has three links. naive = blocked is checked in float64 (the two must agree to
+# The chain of checks below has two links. naive = blocked is checked in float64 (the two must agree to
 # round-off). blocked = kernel is checked in float32: the kernel runs in float32, and its answer is compared with
 # the float64 reference computed from the same float32 inputs. The mask is causal and aligned bottom-right, as in
-# `attention.causal_mask`, and the second case has $T_q \neq T_k$ (queries against a longer cache). In the
+# `attention.causal_mask`, the second case has $T_q < T_k$ (queries against a longer cache), and in the third $T_q > T_k$, so that
+# the first $T_q - T_k$ queries see no key at all. In the
 # interpreter the kernel's tiles are 32 queries × 16 keys, and the NumPy blocked version uses 16 × 16. None of the
 # lengths is a multiple of either.
 
 # %%
-cases = [(1, 2, 40, 40, 16), (1, 2, 17, 40, 16)] if QUICK else [(2, 2, 100, 100, 32), (2, 2, 37, 100, 32)]
+cases = ([(1, 2, 40, 40, 16), (1, 2, 17, 40, 16), (1, 1, 40, 17, 16)] if QUICK
+         else [(2, 2, 100, 100, 32), (2, 2, 37, 100, 32), (1, 2, 100, 37, 32)])
 for B, H, T_q, T_k, d in cases:
     print(f"B={B} H={H} T_q={T_q} T_k={T_k} d={d}, causal")
     q = as_torch(rng.standard_normal((B, H, T_q, d)))             # (B, H, T_q, d) float32
@@ -139,12 +141,19 @@ for B, H, T_q, T_k, d in cases:
     out_kernel, lse_kernel = k_attention.attention_fwd(q, k, v, causal=True)                 # float32
     check("  naive vs blocked (float64), out", out_blocked, out_naive, F64_RTOL)
     check("  blocked vs Triton kernel (float32), out", as64(out_kernel), out_blocked, KERNEL_RTOL)
-    check("  blocked vs Triton kernel (float32), lse", as64(lse_kernel), lse_blocked, KERNEL_RTOL)
+    seen = np.isfinite(lse_blocked)                               # (B, H, T_q) False: the row sees no key
+    assert np.array_equal(np.isfinite(as64(lse_kernel)), seen)
+    check("  blocked vs Triton kernel (float32), lse", as64(lse_kernel)[seen], lse_blocked[seen], KERNEL_RTOL)
+    if not seen.all():
+        assert np.all(as64(out_kernel)[~seen] == 0)
+        print(f"  {(~seen[0, 0]).sum()} rows see no key: lse = -inf and out = 0 exactly, in both")
 
 # %% [markdown]
 # All three compute the same function. The kernel also returns the same log-sum-exp per row, the only thing besides
 # $O$ that the forward pass keeps for the backward pass. In the second case every query sees the $T_k - T_q$ keys of
-# the "cache" and the new keys up to its own position.
+# the "cache" and the new keys up to its own position. In the third, a row with no key to attend to has no
+# softmax to take; the reference and the kernel both give it output 0 and lse $= -\infty$ (and, below, zero
+# gradients).
 #
 # ## 7.2 The online softmax, worked by hand
 #
@@ -419,6 +428,9 @@ for B, H, T_q, T_k, d in cases:
     for name, g_naive, g_blocked, g_kernel in zip(("dq", "dk", "dv"), grads_naive, grads_blocked, grads_kernel):
         check(f"  {name}: naive vs blocked (float64)", g_blocked, g_naive, F64_RTOL)
         check(f"  {name}: blocked vs Triton kernels (float32)", as64(g_kernel), g_blocked, KERNEL_RTOL)
+    if T_q > T_k:                                # the first T_q - T_k queries see no key: no gradient at all
+        assert np.all(as64(grads_kernel[0])[:, :, :T_q - T_k] == 0)
+        print(f"  dq of the {T_q - T_k} rows that see no key: exactly 0")
 
 # %% [markdown]
 # **Lower precision.** On a GPU these kernels run in bfloat16 or float16: they load the inputs in that dtype, do the
