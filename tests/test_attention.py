@@ -4,6 +4,7 @@ torch is only the oracle here. Its attention is written out in eager ops (scores
 with an explicitly built boolean mask), so it shares no code and no shortcut with the reference.
 """
 import math
+import os
 import warnings
 
 import numpy as np
@@ -331,6 +332,20 @@ def test_threaded_result_is_bitwise_the_serial_one(rng):
         np.testing.assert_array_equal(a, b)
 
 
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, 1),                                                     # OpenBLAS default: one thread per core
+    ({"OPENBLAS_NUM_THREADS": "1"}, 2),
+    ({"OMP_NUM_THREADS": "1"}, 2),
+    ({"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "1"}, 1),  # the variable BLAS reads first wins
+])
+def test_default_workers_follow_the_blas_thread_count(env, expected, monkeypatch):
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert attention._default_workers() == min(expected, os.cpu_count())
+
 def test_probabilities_are_the_masked_softmax(rng):
     lead, T_q, T_k = (2, 3), 4, 5
     q, k, v = random_qkv(rng, lead, T_q, T_k, 3, 3)
@@ -412,4 +427,3 @@ def _bad_calls():
 def test_bad_input_raises_a_clear_error(name, call, error, message):
     with pytest.raises(error, match=message):
         call()
-
