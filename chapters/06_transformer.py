@@ -31,6 +31,9 @@ from reference import as_written, attention, ffn, layernorm, layers, multihead, 
 from tests.gradcheck import RTOL_FD, numerical_grad, rel_error
 
 np.set_printoptions(precision=4, suppress=True)
+rng = np.random.default_rng(0)
+# f(x +- h) ~ 1 in float64 has round-off ~1e-16, so a finite difference of a zero gradient is ~1e-16 / h = 1e-10
+ZERO_ATOL = 1e-8
 
 
 def gradcheck(name, loss, inputs, analytic):
@@ -57,9 +60,6 @@ def gradcheck(name, loss, inputs, analytic):
     assert not bad, f"{name}: relative errors above {RTOL_FD:.0e}: {bad}"
 
 
-# f(x +- h) ~ 1 in float64 has round-off ~1e-16, so a finite difference of a zero gradient is ~1e-16 / h = 1e-10
-ZERO_ATOL = 1e-8
-rng = np.random.default_rng(0)
 print("quick mode" if QUICK else "full mode")
 
 # %% [markdown]
@@ -146,13 +146,14 @@ gradcheck("attention (causal)", lambda: float((attention.forward(q, k, v, mask=m
 # %%
 T_pat, d_pat = (16, 32) if QUICK else (48, 64)
 pe = positional.sinusoidal(T_pat, d_pat)[None, None]          # (1, 1, T, d): queries = keys = PE
-P_full = attention.probabilities(attention.forward(pe, pe, pe)[1])[0, 0]                     # (T, T)
-P_causal = attention.probabilities(attention.forward(pe, pe, pe, mask=attention.causal_mask(T_pat, T_pat))[1])[0, 0]
+P_full = attention.probabilities(attention.forward(pe, pe, pe)[1])[0, 0]                       # (T, T)
+causal_pat = attention.causal_mask(T_pat, T_pat)                                               # (T, T)
+P_causal = attention.probabilities(attention.forward(pe, pe, pe, mask=causal_pat)[1])[0, 0]    # (T, T)
 assert np.all(P_causal[np.triu_indices(T_pat, 1)] == 0), "causal weights above the diagonal must be exactly 0"
 assert np.allclose(P_causal.sum(-1), 1) and np.allclose(P_full.sum(-1), 1)
 
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-panels = [(attention.causal_mask(T_pat, T_pat), "causal mask (white = may attend)", "gray"),
+panels = [(causal_pat, "causal mask (white = may attend)", "gray"),
           (P_full, "softmax weights P, Q = K = PE, no mask", "viridis"),
           (P_causal, "softmax weights P, causal mask", "viridis")]
 for ax, (img, title, cmap) in zip(axes, panels):
@@ -287,8 +288,8 @@ assert moved.sum() == C
 # >
 # > "Usually the positional encoding takes the form of a sine or log-sine function: …"
 #
-# Attention by itself is blind to order: permuting the keys and values permutes nothing in the output. So each
-# position gets a code vector that is added to its token embedding. The printed formula cannot do that job: it
+# Attention by itself is blind to order: shuffle the keys together with their values and every query's output is
+# unchanged. So each position gets a code vector that is added to its token embedding. The printed formula cannot do that job: it
 # has no dimension index (every one of the $d_p$ coordinates gets the same number), the exponent 2048 flattens
 # almost every value to 0, and there is no "log-sine" in the paper. The paper's encoding (§3.5) is, for
 # $i = 0, \dots, d_\text{model}/2 - 1$,
