@@ -476,7 +476,7 @@ for dtype, tol in TOL.items():
 #    sums of $dy \circ \hat x$ and $dy$ in registers. At the end it writes them to row $g$ of a $(G, N)$ buffer.
 # 2. A second kernel sums the $G$ rows of that buffer, column by column.
 #
-# On a GPU $G$ is a few times the number of streaming multiprocessors, enough to fill the chip. In the interpreter
+# On a GPU $G$ is four times the number of streaming multiprocessors, enough to fill the chip. In the interpreter
 # $G = 4$. The two stages, printed from the kernels:
 
 # %%
