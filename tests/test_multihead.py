@@ -189,6 +189,7 @@ def test_matches_torch_multi_head_attention(with_bias, kind, dtype, rtol, rng):
     dy = rng.standard_normal((B, T_q, C)).astype(dtype)
     y, dx_q, dx_kv, grads, cache = run_reference(x_q, x_kv, params, H, mask, dy)
     *want, probs = torch_mha_functional(x_q, x_kv, params, H, mask, dy)
+    assert y.dtype == dtype                      # and assert_all_close checks every gradient has y's dtype
     assert_all_close((y, dx_q, dx_kv, grads), want, rtol)
     assert rel_error(multihead.attention_probs(cache), probs) < rtol
 
