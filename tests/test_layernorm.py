@@ -58,8 +58,9 @@ def test_layernorm_matches_torch(dtype, tol, rng):
 
 
 def test_layernorm_several_row_blocks_match_one(rng):
-    # 5000 rows of 64 span several row blocks (module _BLOCK); the last block is partial.
+    # 5000 rows of 64 span three row blocks (module _BLOCK = 2^17 elements); the last block is partial.
     x = rng.standard_normal((5000, 64))
+    assert len(layernorm._row_blocks(5000, 64)) == 3
     gamma, beta, dy = rng.standard_normal(64), rng.standard_normal(64), rng.standard_normal((5000, 64))
     ours = run(x, gamma, beta, dy)
     theirs = torch_layernorm(x, gamma, beta, 1e-5, dy)
@@ -68,8 +69,9 @@ def test_layernorm_several_row_blocks_match_one(rng):
 
 
 def test_layernorm_threads_give_the_same_bits(rng):
-    # 1024 x 256 = 2^18 elements: large enough for the threaded path; 4 runs of blocks on 3 threads vs serial
-    x = rng.standard_normal((1024, 256)).astype(np.float32)
+    # 2048 x 256 = 2^19 elements: the threaded path, 4 blocks (module _BLOCK = 2^17) on 3 threads vs serial
+    x = rng.standard_normal((2048, 256)).astype(np.float32)
+    assert len(layernorm._row_blocks(2048, 256)) == 4 and x.size >= layernorm._MIN_PARALLEL
     gamma, beta = rng.standard_normal(256).astype(np.float32), rng.standard_normal(256).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
     runs = []
