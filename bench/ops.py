@@ -6,9 +6,10 @@
 Each result is a ratio ``torch_time / numpy_time``: above 1 the NumPy reference is faster. Times are medians of
 several repeats after a warm-up (torch's first calls are slow), measured with ``time.perf_counter``. NumPy and
 torch are timed in alternation inside one loop, so a neighbour's load on the shared cores slows both sides of a
-ratio. Not equally, though: torch's threads wait for each other at every op, so load hurts torch more. The result
-records the load average: a ratio measured under a load above the core count says more about the load than
-about the code. Targets (issue 2): attention and the FFN at least 1.0x torch eager, LayerNorm at least 0.5x.
+ratio. Not equally, though: load hurts most the side whose threads meet at a barrier most often (torch at every op,
+NumPy's BLAS at every small matmul), since each barrier waits for a thread that another process took off a core.
+The result records the load average: a ratio measured under a load above the core count says more about the load
+than about the code. Targets (issue 2): attention and the FFN at least 1.0x torch eager, LayerNorm at least 0.5x.
 
 Attention is measured twice: in this process (NumPy's BLAS with one thread per core, under the reference's own two
 worker threads over (batch, head) slices), and in a child process whose BLAS runs one thread per call, so that the
