@@ -11,7 +11,7 @@ A block is two sublayers, self-attention :math:`S_1 = \operatorname{MHA}(u, u)` 
 variant         one sublayer                                  what it is
 ==============  ============================================  ==============================================
 ``plain``       :math:`y = S(x)`                              a plain deep network: no skip, no norm
-``ln``          :math:`y = \operatorname{LN}(S(x))`           a norm but no skip (the material's §3.3 steps)
+``ln``          :math:`y = \operatorname{LN}(S(x))`           a norm but no skip (as §3.3 of the material)
 ``residual``    :math:`y = x + S(x)`                          a skip but no norm
 ``post_ln``     :math:`y = \operatorname{LN}(x + S(x))`       the paper (Vaswani et al. 2017)
 ``pre_ln``      :math:`y = x + S(\operatorname{LN}(x))`       GPT-2 and most models since; a last LN on top
