@@ -1,0 +1,440 @@
+# %% [markdown]
+# # 4. Inference: from a prompt to text
+#
+# The material's §2.3 (模型推理, "model inference") describes inference in three steps:
+#
+# > 1. 输入预处理：将新数据转换为模型可以理解的格式。
+# > 2. 前向传播：将预处理后的数据通过模型的前向传播层进行计算，得到预测结果。
+# > 3. 后处理：对预测结果进行后处理，如词汇标记化、分数归一化等，以便与应用需求相符。
+# >
+# > "1. Input preprocessing: turn the new data into a format the model understands. 2. Forward pass: run the
+# > preprocessed data through the model's forward layers to get the prediction. 3. Post-processing: process the
+# > prediction, e.g. tokenisation and score normalisation, to fit the application."
+#
+# For a language model, step 2 is not one forward pass but a loop: the model gives a distribution over the next
+# token, a *decoding strategy* picks one, the token is appended, and the model runs again. How the token is picked
+# (greedy, sampling with a temperature, top-k, top-p, beam search) changes the text more than most readers expect;
+# how the loop is run (recomputing everything, or keeping a *KV cache*) decides its speed. This chapter runs all of
+# it on the character-level GPT trained in chapter 2, proves that the cache computes exactly what the full model
+# computes, and measures what it saves.
+#
+# | what | code |
+# |---|---|
+# | the decoder-only model (logits of every position) | `reference/gpt.py` |
+# | KV cache (`forward_cached`, `KVCache`), left padding, greedy / temperature / top-k / top-p sampling, beam search, post-processing | `reference/generate.py` |
+# | the training run that produced the model | `reference/train.py` (chapter 2) |
+# | tokenizers (characters with byte fallback; BERT's WordPiece) | `reference/tokenizers/`, `reference/wordpiece.py` |
+# | checks | `tests/test_generate.py` |
+# | the speed benchmark (`make bench`) | `bench/decode.py` |
+
+# %%
+import os
+
+# One BLAS thread: the timings in 4.5 then measure the algorithm, not how busy the other core is.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from _book import QUICK, ROOT, savefig  # noqa: E402
+from reference import bert, checkpoint, gpt, softmax, tokenizers, train  # noqa: E402
+from reference import generate as gen  # noqa: E402
+
+print("quick mode" if QUICK else "full mode")
+
+# %% [markdown]
+# ## 4.1 The model
+#
+# In `make book`, chapter 2 trains the default configuration of `reference/train.py` ("small": characters of the
+# King James Bible, $d_{model} = 128$, 4 layers, 4 heads, a context of 128 characters, 800 AdamW steps) and writes
+# `runs/small/checkpoint.npz`. This chapter loads that checkpoint. In quick mode (the test suite), or if the
+# checkpoint is missing, it trains a model of its own for a few seconds instead, so the samples below then come
+# from a much weaker model; the cell says which one it used.
+
+# %%
+CKPT = ROOT / "runs" / "small" / "checkpoint.npz"
+if not QUICK and CKPT.exists():
+    ckpt_path = CKPT
+    origin = "runs/small/checkpoint.npz, trained by chapter 2 (config 'small')"
+else:
+    run_dir = Path(tempfile.mkdtemp(prefix="ch04_"))
+    flags = ["--config", "tiny", "--steps", "120"] if QUICK else ["--config", "small", "--steps", "300"]
+    loss_figure = (run_dir / "loss").with_suffix(".png")                # not figures/: this run is temporary
+    train.main(flags + ["--out", str(run_dir), "--figure", str(loss_figure), "--no-progress"])
+    ckpt_path = run_dir / "checkpoint.npz"
+    origin = f"a model trained just now for this chapter ({' '.join(flags)}), not chapter 2's"
+ckpt = checkpoint.load(ckpt_path)
+tok = tokenizers.from_json(ckpt["tokenizer"])
+config = train.model_config(ckpt["run"], tok.vocab_size)
+params = ckpt["params"]
+val_step, val_loss = ckpt["history"]["val"][-1]
+print(f"model: {origin}")
+print(f"  {config}")
+print(f"  {gpt.n_params(params):,} parameters, {params['wte'].dtype}; step {ckpt['step']}, "
+      f"validation loss {val_loss:.3f} nats/char at step {val_step}")
+
+# %% [markdown]
+# ## 4.2 Step 1, preprocessing: text to ids, and a batch of prompts
+#
+# The tokenizer turns the prompt into ids (here one id per character). Prompts of different lengths are put in one
+# batch by **left padding**: pads go first, so that every row's *next* token lands in the same column, and a boolean
+# mask marks which columns are real. Left, not right: with right padding, the row's last real token would sit in a
+# different column in every row and the new tokens would be appended after pads.
+
+# %%
+prompts_text = ["And God said", "In the beginning", "Jesus answered"]
+prompts = [tok.encode(p) for p in prompts_text]
+ids, mask = gen.left_pad(prompts, pad_id=0)
+print("ids of", repr(prompts_text[0]), "=", prompts[0])
+print("left-padded batch (B, T) =", ids.shape)
+for row, m in zip(ids, mask):
+    print("  " + " ".join(f"{i:>2}" if real else " ." for i, real in zip(row, m)))
+assert all(tok.decode(p) == t for p, t in zip(prompts, prompts_text))  # the tokenizer round-trips
+
+# %% [markdown]
+# ## 4.3 Step 2, the forward pass: a distribution over the next token
+#
+# The model maps the ids to logits $z \in \mathbb{R}^V$ at the last position; the next-token distribution is
+# $p = \mathrm{softmax}(z / \tau)$ with temperature $\tau$. A decoding strategy chooses from it:
+#
+# - **greedy**: $\arg\max_i z_i$ (the limit $\tau \to 0$);
+# - **temperature** $\tau$: sample from $\mathrm{softmax}(z/\tau)$; $\tau < 1$ sharpens, $\tau > 1$ flattens;
+# - **top-k**: keep the $k$ largest logits, renormalise, sample;
+# - **top-p** (nucleus, Holtzman et al. 2020): keep the smallest set of most likely tokens whose mass reaches $p$;
+#   unlike top-k, the set is small where the model is sure and large where it is not.
+#
+# Here is the distribution after "And God said", and what each filter keeps (all computed by `reference/`).
+
+# %%
+logits, _ = gen.forward_cached(params, config, np.array([prompts[0]]))
+z = logits[:, -1].astype(np.float64)                                    # (1, V)
+show = np.argsort(-z[0])[:12]
+labels = [repr(tok.decode([i])) for i in show]                         # quoted, so that ' ' shows
+fig, ax = plt.subplots(1, 2, figsize=(12, 3.6))
+w = 0.27
+for j, tau in enumerate((0.5, 1.0, 1.5)):
+    p, _ = softmax.forward(z / tau)
+    ax[0].bar(np.arange(12) + (j - 1) * w, p[0, show], w, label=f"τ = {tau}")
+ax[0].set_title("softmax(z / τ): the next character after 'And God said'")
+p1, _ = softmax.forward(z)
+kept = {"top-k, k = 5": gen.top_k_filter(z, 5), "top-p, p = 0.9": gen.top_p_filter(z, 0.9)}
+for j, (name, zf) in enumerate(kept.items()):
+    pf, _ = softmax.forward(zf)
+    ax[1].bar(np.arange(12) + (j - 0.5) * w, pf[0, show], w, label=f"{name} ({int(np.isfinite(zf).sum())} kept)")
+ax[1].plot(np.arange(12), p1[0, show], "k.", label="τ = 1, unfiltered")
+ax[1].set_title("after filtering, renormalised")
+for a in ax:
+    a.set_xticks(np.arange(12), labels)
+    a.set_ylabel("probability")
+    a.legend(fontsize=8)
+fig.tight_layout()
+savefig(fig, "inference_next_token.png")
+plt.show()
+for i in show[:5]:
+    print(f"  {tok.decode([i])!r:>6}: p = {p1[0, i]:.3f}")
+n_nucleus = int(np.isfinite(kept["top-p, p = 0.9"]).sum())
+mass = np.cumsum(np.sort(p1[0])[::-1])                                  # (V,) mass of the i most likely
+print(f"top-p 0.9 keeps {n_nucleus} characters holding {mass[n_nucleus - 1]:.3f} of the mass")
+# the nucleus is the smallest set whose mass reaches p (1e-12: the two cumulative sums differ only by round-off)
+assert mass[n_nucleus - 1] >= 0.9 - 1e-12 and (n_nucleus == 1 or mass[n_nucleus - 2] < 0.9 + 1e-12)
+
+# %% [markdown]
+# ## 4.4 The strategies side by side
+#
+# Every strategy below continues the same three prompts until a newline (the verse ends) or the context is full;
+# the sampling ones use the same seed, so the cell prints the same text every time it runs. Next to each
+# continuation: the mean log-probability per character that the model itself gives it (higher = more typical of
+# the model; greedy maximises it one step at a time, not over the whole sequence).
+
+# %%
+NL = tok.encode("\n")[0]
+N_NEW = min(80, config.block_size - max(len(p) for p in prompts) + 1)
+
+
+def mean_logprob(prompt, new):
+    """The model's mean log p(token | past) over the new tokens (a stop token included), in nats."""
+    seq = np.array([prompt + new[:-1]])                               # (1, P + n - 1): the last is never fed
+    lg, _ = gpt.forward(params, config, seq)
+    lp = lg[0].astype(np.float64)
+    lp = lp - lp.max(-1, keepdims=True)
+    lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))               # (P + n - 1, V) log-softmax
+    targets = np.array(new)
+    return float(lp[len(prompt) - 1 + np.arange(len(new)), targets].mean())
+
+
+STRATEGIES = {
+    "greedy": dict(temperature=0),
+    "temperature 0.5": dict(temperature=0.5),
+    "temperature 1.0": dict(temperature=1.0),
+    "temperature 1.5": dict(temperature=1.5),
+    "top-k 5": dict(temperature=1.0, top_k=5),
+    "top-p 0.9": dict(temperature=1.0, top_p=0.9),
+}
+outputs = {}
+for name, kw in STRATEGIES.items():
+    outputs[name] = gen.generate(params, config, prompts, N_NEW, stop_tokens=[NL], rng=0, **kw)
+    print(f"--- {name}")
+    for prompt, new in zip(prompts, outputs[name]):
+        print(f"  [{mean_logprob(prompt, new):6.3f}] {gen.postprocess(prompt + new, tok, special_ids=[NL])}")
+
+# the same seed gives the same text; the cache changes nothing
+again = gen.generate(params, config, prompts, N_NEW, stop_tokens=[NL], rng=0, **STRATEGIES["top-p 0.9"])
+assert again == outputs["top-p 0.9"]
+no_cache = gen.generate(params, config, prompts, N_NEW, stop_tokens=[NL], rng=0, use_cache=False,
+                        **STRATEGIES["temperature 1.0"])
+assert no_cache == outputs["temperature 1.0"]
+
+# %% [markdown]
+# In the full build (chapter 2's model) greedy decoding gives the highest mean log-probability and the worst text:
+# it falls into a loop within a few words ("son of the LORD son of the LORD ..."). Each step takes the most likely
+# character, and after a frequent phrase the most likely continuation starts that phrase again. Sampling at
+# $\tau = 1$ draws from the model's own distribution, so its text has the model's statistics, misspellings
+# included; $\tau = 1.5$ gives weight to the unreliable tail and the text falls apart. Top-k and top-p cut the
+# tail off and keep the variety of sampling; $\tau = 0.5$ sits between sampling and greedy.
+#
+# To see the trade-off on more than one sample, we draw 16 continuations of one prompt per strategy and measure
+# two things: the model's mean log-probability (how typical) and the share of distinct character 4-grams among
+# all 4-grams of the 16 texts (how varied; a loop repeats its 4-grams).
+
+# %%
+N_SAMPLES = 4 if QUICK else 16
+diversity, typicality = {}, {}
+for name, kw in STRATEGIES.items():
+    batch = gen.generate(params, config, [prompts[0]] * N_SAMPLES, N_NEW, rng=1, **kw)
+    grams = [tuple(s[i:i + 4]) for s in batch for i in range(len(s) - 3)]
+    diversity[name] = len(set(grams)) / len(grams)
+    typicality[name] = float(np.mean([mean_logprob(prompts[0], s) for s in batch]))
+    print(f"{name:>16}: mean log p {typicality[name]:6.3f} nats/char, distinct 4-grams {diversity[name]:.1%}")
+fig, ax = plt.subplots(figsize=(6, 4))
+for name in STRATEGIES:
+    ax.plot(typicality[name], diversity[name], "o")
+    ax.annotate(name, (typicality[name], diversity[name]), xytext=(5, 3), textcoords="offset points", fontsize=8)
+ax.set_xlabel("model's mean log-probability per character (nats)")
+ax.set_ylabel("distinct 4-grams among all 4-grams")
+ax.set_title(f"{N_SAMPLES} continuations of 'And God said' per strategy")
+ax.grid(alpha=0.3)
+savefig(fig, "inference_strategies.png")
+plt.show()
+assert diversity["greedy"] <= min(diversity.values()) + 1e-12  # 16 identical greedy texts: the fewest 4-grams
+
+# %% [markdown]
+# ### Beam search and its length penalty
+#
+# Beam search keeps the `beam_width` best partial sequences by total log-probability, extends each by every token,
+# and keeps the best again. A hypothesis that ends in the stop token is finished and scored
+#
+# $$ \mathrm{score}(y) = \frac{1}{n^{\alpha}} \sum_{i=1}^{n} \log p(y_i \mid y_{<i}, x), $$
+#
+# with $n$ its length. With $\alpha = 0$ the score is the total log-probability, which only gets smaller with every
+# token: the search prefers to stop as early as it can. $\alpha = 1$ ranks by the mean log-probability per token
+# and lets longer hypotheses compete. The run below shows that effect on the model: in the full build, the winner at
+# $\alpha = 0$ and $0.5$ is "And God said." (two new characters, the full stop and the newline), and at
+# $\alpha = 1$ a 60-character hypothesis that has not finished. That one loops like greedy decoding: beam search
+# looks for the most likely text, and for open-ended generation the most likely text is repetitive (Holtzman et
+# al. 2020 call it degeneration). Beam search suits tasks with one right answer, such as translation.
+
+# %%
+BEAM_NEW = min(60, config.block_size - len(prompts[0]) + 1)
+best_len = {}
+for alpha in (0.0, 0.5, 1.0):
+    hyps = gen.beam_search(params, config, prompts[0], beam_width=4, max_new_tokens=BEAM_NEW,
+                           length_penalty=alpha, stop_tokens=[NL])
+    best_len[alpha] = len(hyps[0][0])
+    print(f"alpha = {alpha}:")
+    for tokens, score in hyps[:2]:
+        print(f"  {len(tokens):>2} new tokens, score {score:8.3f}: "
+              f"{gen.postprocess(prompts[0] + tokens, tok, special_ids=[NL])!r}")
+# The search keeps beams by total log-probability, so the finished hypotheses are the same for every alpha; alpha
+# only ranks them. If a shorter b (log-prob L_b) beat a longer a (L_a) at alpha = 1 but lost at 0, then
+# L_b / b >= L_a / a and L_a >= L_b; with L_a < 0 and b < a that gives L_b >= L_a b / a > L_a >= L_b, impossible.
+assert best_len[0.0] <= best_len[0.5] <= best_len[1.0]
+# beam width 1 without stop tokens keeps exactly the greedy path
+(beam1, _), = gen.beam_search(params, config, prompts[0], beam_width=1, max_new_tokens=20)
+assert beam1 == gen.generate(params, config, [prompts[0]], 20, temperature=0)[0]
+
+# %% [markdown]
+# ## 4.5 The KV cache
+#
+# In a causal model a position's keys and values never change once computed: the mask keeps later tokens from
+# influencing earlier ones. So the decoder can keep, per layer, the keys and values of all past positions, and for a
+# new token compute only its own $q_t, k_t, v_t$:
+#
+# $$ K_{1..t} = [K_{1..t-1};\ k_t], \qquad V_{1..t} = [V_{1..t-1};\ v_t], \qquad
+#    o_t = \mathrm{softmax}\!\left(q_t K_{1..t}^\top / \sqrt{d_k}\right) V_{1..t}. $$
+#
+# Without the cache, token $t$ costs a forward pass over all $t$ positions: $O(t)$ work in every matrix product and
+# $O(t^2)$ in attention. With it, the projections and the FFN run on one position, and attention reads $t$ cached
+# keys: $O(t)$ in total, most of it cheap. `gen.forward_cached` does both the *prefill* (the prompt in one call) and
+# the *decode steps* (one token per call).
+#
+# A cache is only worth having if it computes the same function. We check that in float64, where the cached and the
+# full computation must agree to round-off: at every step, the cached logits against `gpt.forward` on the whole
+# sequence so far.
+
+# %%
+params64 = gpt.unflatten({k: v.astype(np.float64) for k, v in gpt.flatten(params).items()})
+verse = tok.encode("In the beginning God created the heaven and the earth. And the earth was without form")
+verse = verse[:config.block_size]
+T0 = 5
+lg, cache = gen.forward_cached(params64, config, np.array([verse[:T0]]))            # prefill
+full, _ = gpt.forward(params64, config, np.array([verse[:T0]]))
+errors = [np.abs(lg - full).max()]
+for t in range(T0, len(verse)):
+    lg, cache = gen.forward_cached(params64, config, np.array([[verse[t]]]), cache)  # one token, (1, 1, V)
+    full, _ = gpt.forward(params64, config, np.array([verse[:t + 1]]))             # everything again
+    errors.append(np.abs(lg[0, 0] - full[0, -1]).max())
+print(f"{len(errors)} steps (prefill of {T0} + {len(errors) - 1} decode steps), float64: "
+      f"largest |cached - full| logit difference {max(errors):.1e}")
+print(f"cache: {cache.length} positions x {config.n_layer} layers, k and v each {cache.k[0].shape}")
+# float64 round-off on logits of size ~10 after a few layers is ~1e-14; a wrong position or mask moves them by 1e-2
+assert max(errors) < 1e-12
+
+# %% [markdown]
+# The same holds for a batch of prompts of different lengths, which is where most educational KV-cache code goes
+# wrong. Two things are needed: a key-padding mask (no query may attend to a pad) and positions counted per row
+# from its first real token (a pad must not shift the position ids of a shorter prompt). With both, each row of the
+# padded batch gives exactly the logits of the row run alone. Without them (feeding the padded row to the plain
+# model), the logits change.
+
+# %%
+lg, cache = gen.forward_cached(params64, config, ids, attention_mask=mask)             # (B, T_max, V)
+for b, p in enumerate(prompts):
+    alone, _ = gpt.forward(params64, config, np.array([p]))
+    naive, _ = gpt.forward(params64, config, ids[b:b + 1])                             # pads attended, shifted
+    err, wrong = np.abs(lg[b, -1] - alone[0, -1]).max(), np.abs(naive[0, -1] - alone[0, -1]).max()
+    print(f"row {b} ({len(p):>2} real of {ids.shape[1]}): masked + per-row positions {err:.1e}; "
+          f"pads as input {wrong:.1e}")
+    assert err < 1e-12
+    assert len(p) == ids.shape[1] or wrong > 1e-6  # padding without the mask is a different input
+
+# %% [markdown]
+# ### What the cache costs and what it saves
+#
+# Memory: per token, every layer stores a key and a value vector of width $d_{model}$, so
+# $2 \cdot L \cdot d_{model}$ numbers per token and sequence. Time: we time one decode step at several context
+# lengths, with the cache (one new token against $t$ cached positions) and without (a forward pass over all $t+1$
+# positions). The model for this measurement has the trained model's width and depth but random weights and a longer
+# context table (the time depends on the shapes, not on the values); `make bench` runs the larger benchmark of
+# `bench/decode.py` (prompts of 64 and 512 tokens) and writes `figures/bench_decode.png`.
+
+# %%
+bytes_per_token = sum(k[0, :, 0].nbytes + v[0, :, 0].nbytes for k, v in zip(cache.k, cache.v))
+assert bytes_per_token == 2 * config.n_layer * config.d_model * np.dtype(np.float64).itemsize
+print(f"cache size: {bytes_per_token // 8} numbers per token = {bytes_per_token // 2:,} bytes in float32")
+
+lengths = [8, 16, 32, 64] if QUICK else [16, 32, 64, 128, 256, 512]
+repeats = 3 if QUICK else 7
+bench_cfg = gpt.GPTConfig(vocab_size=config.vocab_size, block_size=max(lengths) + 1, n_layer=config.n_layer,
+                          n_head=config.n_head, d_model=config.d_model)
+bench_params = gpt.init_params(bench_cfg, np.random.default_rng(0), dtype=np.float32)
+seq = np.random.default_rng(1).integers(0, config.vocab_size, size=(1, max(lengths) + 1))
+
+
+def best_time(fn):
+    """The fastest of ``repeats`` runs after a warm-up: on a shared machine, the run least disturbed by others."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+step_cached, step_full = [], []
+for T in lengths:
+    _, past = gen.forward_cached(bench_params, bench_cfg, seq[:, :T])
+    step_cached.append(best_time(lambda: gen.forward_cached(bench_params, bench_cfg, seq[:, T:T + 1], past)))
+    step_full.append(best_time(lambda: gen.forward_cached(bench_params, bench_cfg, seq[:, :T + 1])))
+    print(f"context {T:>4}: one step {1e3 * step_cached[-1]:7.2f} ms with the cache, "
+          f"{1e3 * step_full[-1]:7.2f} ms recomputing ({step_full[-1] / step_cached[-1]:5.1f}x)")
+
+# %% [markdown]
+# And end to end on the trained model: greedy continuations of the three prompts, with and without the cache. The
+# two must produce the same tokens; only the time differs.
+
+# %%
+n_gen = min(64, config.block_size - ids.shape[1] + 1)
+t0 = time.perf_counter()
+with_cache = gen.generate(params, config, prompts, n_gen, temperature=0, use_cache=True)
+t_cache = time.perf_counter() - t0
+t0 = time.perf_counter()
+without = gen.generate(params, config, prompts, n_gen, temperature=0, use_cache=False)
+t_full = time.perf_counter() - t0
+assert with_cache == without
+print(f"{len(prompts)} x {n_gen} tokens: {t_cache:.2f} s with the cache, {t_full:.2f} s without "
+      f"({t_full / t_cache:.1f}x); same tokens")
+
+fig, ax = plt.subplots(figsize=(6, 4))
+ax.plot(lengths, 1e3 * np.array(step_full), "o-", color="#c44e52", label="recompute all positions")
+ax.plot(lengths, 1e3 * np.array(step_cached), "o-", color="#4c72b0", label="KV cache (one position)")
+ax.set_xscale("log", base=2)
+ax.set_yscale("log")
+ax.set_xlabel("context length t (tokens already seen)")
+ax.set_ylabel("time of one decode step (ms)")
+ax.set_title(f"One decode step, NumPy float32, d_model={config.d_model}, {config.n_layer} layers"
+             + (" (quick)" if QUICK else ""))
+ax.grid(alpha=0.3, which="both")
+ax.legend()
+savefig(fig, "inference_kv_cache.png")
+plt.show()
+
+# %% [markdown]
+# In the full build, recomputing costs about 2 ms at a context of 16 and about 40 ms at 512, roughly linear in $t$
+# (the matrix products over $t$ positions dominate; the $O(t^2)$ attention term starts to show at 512). With the
+# cache the step stays between 1 and 2 ms: the projections and the FFN see one position, and what grows is only the
+# attention over the cached keys and the copy that appends to the cache (`np.concatenate` makes a new array each
+# step, which keeps the cache a plain value; a production cache preallocates and writes in place). At 512 tokens
+# of context the cache makes a step about 20 times faster; end to end, on prompts of 12 to 16 characters, the gain
+# is smaller (3x above) because most of those steps have a short context.
+#
+# ## 4.6 Step 3, post-processing
+#
+# The material lists "词汇标记化、分数归一化" (tokenisation, score normalisation). For generation the two steps are:
+#
+# - **ids back to text**: drop the special ids (the stop token, padding) and detokenise. For characters this is a
+#   lookup; for WordPiece (chapter 8) the `##` continuation pieces are glued to the previous piece and `[CLS]`,
+#   `[SEP]`, `[PAD]` are dropped;
+# - **scores**: logits become probabilities by a softmax (4.3), and beam scores are normalised by length (4.4).
+
+# %%
+ended = [p + n for outs in outputs.values() for p, n in zip(prompts, outs) if n[-1] == NL]
+raw = ended[0] if ended else prompts[1] + with_cache[1]   # a continuation that stopped at a newline
+print("raw ids -> text:", repr(tok.decode(raw)))
+print("postprocessed:  ", repr(gen.postprocess(raw, tok, special_ids=[NL])))
+assert "\n" not in gen.postprocess(raw, tok, special_ids=[NL])
+
+wp = bert.tokenizer()
+wp_ids = wp.encode("Decoding is the loop; unbelievably, the cache changes nothing.")
+padded = wp_ids + [wp.pad_id] * 3
+print("WordPiece pieces:", [wp.vocab[i] for i in padded])
+print("postprocessed:   ", repr(gen.postprocess(padded, wp, special_ids=wp.special_ids)))
+assert gen.postprocess(padded, wp, special_ids=wp.special_ids) == wp.decode(wp_ids)
+
+# %% [markdown]
+# ## Summary
+#
+# - Inference is the material's three steps, but step 2 is a loop: one forward pass per generated token.
+# - The decoding strategy is part of the model's behaviour: greedy loops, pure sampling wanders, top-k and top-p
+#   cut the unreliable tail; beam search needs a length penalty or it prefers short outputs.
+# - The KV cache turns each step from a pass over the whole sequence into a pass over one token. It is exact: in
+#   float64 the cached logits equal the full recomputation to round-off at every step, also for left-padded
+#   batches, provided the pads are masked and positions are counted per row.
+#
+# ## Exercises
+#
+# Worked solutions: `chapters/solutions/04_inference.py` (checked by `tests/test_solutions_04.py`).
+#
+# 1. **Cache memory.** Write the number of bytes of a KV cache for a batch of $B$ sequences of $T$ tokens as a
+#    function of the GPT config and the dtype, and check it against the arrays of a real `KVCache`. How large is the
+#    cache of this chapter's model for 32 sequences filling its context, in float32?
+# 2. **Three roads to greedy.** Show that `top_k=1`, `top_p` close to 0, and a temperature close to 0 all give
+#    the greedy tokens. Which of the three can still disagree with greedy decoding, and when?
+# 3. **Min-p sampling.** Write a filter that keeps the tokens whose probability is at least
+#    $p_{min} \cdot \max_i p_i$ (Nguyen et al. 2024). Show that it always keeps the most likely token, that
+#    $p_{min} \to 0$ keeps everything and $p_{min} = 1$ only the argmax (and its ties), and explain how it differs
+#    from top-p when the model is sure and when it is not.
