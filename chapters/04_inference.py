@@ -384,13 +384,14 @@ savefig(fig, "inference_kv_cache.png")
 plt.show()
 
 # %% [markdown]
-# In the full build, recomputing costs about 2 ms at a context of 16 and about 40 ms at 512, roughly linear in $t$
-# (the matrix products over $t$ positions dominate; the $O(t^2)$ attention term starts to show at 512). With the
-# cache the step stays between 1 and 2 ms: the projections and the FFN see one position, and what grows is only the
-# attention over the cached keys and the copy that appends to the cache (`np.concatenate` makes a new array each
-# step, which keeps the cache a plain value; a production cache preallocates and writes in place). At 512 tokens
-# of context the cache makes a step about 20 times faster; end to end, on prompts of 12 to 16 characters, the gain
-# is smaller (3x above) because most of those steps have a short context.
+# The printed times vary from run to run on a shared machine, but the shape does not. Recomputing costs a couple
+# of milliseconds at a context of 16 and tens of milliseconds at 512, roughly linear in $t$ (the matrix products
+# over $t$ positions dominate; the $O(t^2)$ attention term starts to show at 512). With the cache the step stays
+# near one millisecond: the projections and the FFN see one position, and what grows is only the attention over
+# the cached keys and the copy that appends to the cache (`np.concatenate` makes a new array each step, which
+# keeps the cache a plain value; a production cache preallocates and writes in place). At 512 tokens of context
+# the cache makes a step more than ten times faster. End to end, on prompts of 12 to 16 characters, the gain is
+# smaller (a few times, above), because most of those steps have a short context.
 #
 # ## 4.6 Step 3, post-processing
 #
