@@ -25,6 +25,7 @@ import collections
 import dataclasses
 import re
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 
@@ -56,8 +57,8 @@ def load_labelled_verses(path=None):
         The book's short name ("Genesis", ..., "Revelation") for each verse.
     """
     verses = data.load_corpus(path).splitlines()
-    path = data.corpus_path() if path is None else path
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    path = data.corpus_path() if path is None else Path(path)
+    con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
     try:
         rows = con.execute("SELECT k.ShortName, b.Passage1, b.Passage2 FROM Bible b JOIN Books k "
                            "ON b.TestamentID = k.TestamentID AND b.BookID = k.BookID "
