@@ -215,6 +215,7 @@ def _attention_forward(h, p, n_head, mask):
 
 
 def _attention_backward(dy, cache):
+    """Gradients of :func:`_attention_forward`: dL/dh and the eight attention parameters' gradients."""
     qkv_cache, attn_cache, out_cache, n_head = cache
     B, T, C = dy.shape
     d_k = C // n_head
@@ -231,6 +232,8 @@ def _attention_backward(dy, cache):
     # forward: qkv = h [Wq | Wk | Wv] + [bq | bk | bv]
     dh, dW_qkv, db_qkv = linear.backward(dqkv, qkv_cache)        # (B, T, C), (C, 3C), (3C,)
     dWq, dWk, dWv = (np.ascontiguousarray(w) for w in np.split(dW_qkv, 3, axis=1))
+    # dbk is 0 up to round-off: q . (k + bk) shifts a query's scores over all keys by the same q . bk, and the
+    # softmax ignores a shift (the tests check this; GPT-2 keeps the bias anyway)
     dbq, dbk, dbv = np.split(db_qkv, 3)
     grads = {"Wq": dWq, "Wk": dWk, "Wv": dWv, "Wo": dWo, "bq": dbq, "bk": dbk, "bv": dbv, "bo": dbo}
     return dh, grads
