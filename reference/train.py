@@ -234,6 +234,8 @@ def train_step(params, opt_state, config, run, x, y, step):
 
 
 def main(argv=None):
+    """The ``lm-primer-train`` command. Returns None (a console script exits with its return value); the results
+    are in ``--out``: ``checkpoint.npz`` and ``log.json``."""
     t_start = time.perf_counter()
     args = parse_args(argv)
     try:
@@ -311,7 +313,6 @@ def main(argv=None):
     fig = plot_losses(history, args.figure, f"{run['config']}: d_model={run['d_model']}, n_layer={run['n_layer']}, "
                                             f"{run['tokenizer']} tokens")
     print(f"wrote {out / CHECKPOINT}, {out / 'log.json'} and {fig}", flush=True)
-    return log
 
 
 if __name__ == "__main__":
