@@ -134,7 +134,7 @@ def validate(run):
 # Data
 # ---------------------------------------------------------------------------------------------------------------
 
-def build_data(run, tokenizer=None):
+def build_data(run, tokenizer=None, progress=True):
     """Load the corpus, split it, train the tokenizer on the training text (unless given) and encode both splits.
 
     Returns
@@ -147,7 +147,7 @@ def build_data(run, tokenizer=None):
         if run["tokenizer"] == "char":
             tokenizer = tokenizers.CharTokenizer.train(train_text)
         else:
-            tokenizer = tokenizers.ByteBPE.train(train_text, run["bpe_vocab"])
+            tokenizer = tokenizers.ByteBPE.train(train_text, run["bpe_vocab"], progress=progress)
     train_ids = np.array(tokenizer.encode(train_text), dtype=np.int32)   # (N_train,)
     val_ids = np.array(tokenizer.encode(val_text), dtype=np.int32)       # (N_val,)
     for name, ids in (("training", train_ids), ("validation", val_ids)):
@@ -249,7 +249,7 @@ def main(argv=None):
             raise ConfigError(f"--stop-at {args.stop_at}: expected a step in [1, {run['steps']}]")
         out = args.out or (args.resume.parent if args.resume else Path("runs") / run["config"])
         tokenizer = tokenizers.from_json(ckpt["tokenizer"]) if args.resume else None
-        tokenizer, train_ids, val_ids = build_data(run, tokenizer)
+        tokenizer, train_ids, val_ids = build_data(run, tokenizer, progress=not args.no_progress)
     except (ConfigError, data.CorpusError, checkpoint.CheckpointError, FileNotFoundError) as err:
         print(f"lm-primer-train: error: {err}", file=sys.stderr)
         raise SystemExit(2) from err

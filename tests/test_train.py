@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from reference import checkpoint, data, gpt, train
+from reference import checkpoint, data, gpt, tokenizers, train
 
 N_CHARS = 100_000
 
@@ -62,6 +62,14 @@ def test_tiny_run_writes_checkpoint_figure_and_log(tmp_path, small_corpus, capsy
     assert all(s.startswith(p) for s, p in zip(saved["samples"], train.SAMPLE_PROMPTS))
     printed = capsys.readouterr()
     assert "validation loss" in printed.out + printed.err and saved["samples"][0] in printed.out
+
+
+def test_bpe_run_stores_its_tokenizer(tmp_path, small_corpus):
+    train.main(tiny_args(tmp_path, "bpe", "--tokenizer", "bpe", "--steps", "2"))
+    ckpt = checkpoint.load(tmp_path / "bpe" / "checkpoint.npz")
+    tok = tokenizers.from_json(ckpt["tokenizer"])
+    assert isinstance(tok, tokenizers.ByteBPE) and tok.vocab_size == train.DEFAULTS["bpe_vocab"]
+    assert ckpt["params"]["wte"].shape == (tok.vocab_size, train.CONFIGS["tiny"]["d_model"])
 
 
 @pytest.mark.parametrize("flags, message", [
