@@ -32,7 +32,7 @@ from reference import checkpoint, cross_entropy, data, generate, gpt, optim, tok
 
 # Named configurations. "small" is the default: char-level, 850 k parameters, 800 steps of 16 x 128 characters.
 # Measured: validation loss 1.72 nats per character, in 15 min on 2 CPU cores that 5-10 other jobs were sharing
-# (1,900 tokens/s); an unshared machine runs it in a few minutes. "tiny" is for smoke tests.
+# (1,900 tokens/s; a step took 0.4 to 1.3 s as the load varied). "tiny" is for smoke tests.
 CONFIGS = {
     "tiny": dict(tokenizer="char", d_model=32, n_layer=2, n_head=4, block_size=32, batch_size=8,
                  lr=3e-3, steps=50, warmup=5, eval_interval=25, eval_batches=4),
