@@ -43,6 +43,13 @@ def test_power_law_with_floor_recovers_the_floor():
     assert A_fit == pytest.approx(A, rel=0.2)
 
 
+def test_floor_fit_on_the_sweep_is_the_pure_power_law():
+    E, A, b = sol.fit_power_law_with_floor(sol.SWEEP_N, sol.SWEEP_LOSS)
+    assert E == 0.0
+    a_line, b_line, _ = sol.scaling.fit_power_law(sol.SWEEP_N, sol.SWEEP_LOSS)
+    assert (np.log(A), b) == pytest.approx((a_line, b_line), abs=1e-12)   # the same least-squares line
+
+
 def test_compute_arithmetic():
     # one epoch of the KJV's 3.7 M characters for a 0.5 M-parameter model at 10 GFLOP/s: 6 * 5e5 * 3.7e6 / 1e10
     assert sol.training_seconds(5e5, 3.7e6, 1e10) == pytest.approx(1110.0, rel=1e-12)
