@@ -1,0 +1,290 @@
+# %% [markdown]
+# # 5. Traditional machine learning vs large models
+#
+# The material's §2.4 (传统机器学习与大模型的区别, "the difference between traditional machine learning
+# and large models") makes two claims:
+#
+# > 传统机器学习模型通常具有较小的参数数量和简单的结构，如逻辑回归、支持向量机和决策树等。这些模型在数据规模和复杂性较低的情况下表现良好，但在面对大规模、高维、不规则的数据时，其表现不佳。
+# >
+# > "Traditional models such as logistic regression, SVMs and decision trees have few parameters and a simple
+# > structure. They do well when the data is small and simple, but poorly on large, high-dimensional, irregular
+# > data."
+#
+# > 大模型则通过增加参数数量和复杂性，使其能够捕捉到数据中更多的特征和规律。
+# >
+# > "Large models, with more parameters and complexity, capture more of the features and regularities of the data."
+#
+# Stated like this, neither claim can be checked. This chapter makes them concrete: the same tokens go to a
+# logistic regression on a bag of words (about 10 000 parameters, one convex problem) and to a small Transformer
+# encoder (about 80 000 parameters), on two tasks built from the King James Bible, for training sets from 50 to
+# 28 000 verses. We measure where each wins. The answer is not "the larger model wins once there is enough data":
+# it depends on whether the task needs what the bag of words throws away.
+#
+# | what | code |
+# |---|---|
+# | the two tasks (verse → book, forwards or reversed), deterministic splits | `reference/textcls.py` |
+# | logistic regression: sparse bag of words, hand-written gradient, L2, fit | `reference/logreg.py` |
+# | the Transformer classifier: embeddings, positions, encoder layers, mean pooling, head | `reference/classifier.py` (layers from `reference/layers.py`) |
+# | checks | `tests/test_textcls.py`, `tests/test_logreg.py`, `tests/test_classifier.py` |
+
+# %%
+import os
+
+# The matrices here are tiny (32 x 32): one BLAS thread per product is fastest, and it keeps a shared machine's
+# cores free. Set before NumPy is imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import time  # noqa: E402
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from _book import QUICK, savefig  # noqa: E402
+from reference import classifier, logreg, textcls  # noqa: E402
+
+print("quick mode" if QUICK else "full mode")
+
+# %% [markdown]
+# ## 5.1 Two tasks from one corpus
+#
+# **Which book?** A verse from Genesis, Psalms, Proverbs, Matthew or Romans (narrative, poetry, wisdom sayings,
+# gospel, epistle); the label is the book. Most of the signal is in *which* words occur: "thou" and "praise" in the
+# Psalms, "jesus" in Matthew, "faith" and "law" in Romans.
+#
+# **Forwards or reversed?** A verse, either as written (label 0) or with its words in reverse order (label 1). This
+# task is chosen because a bag of words *cannot* do it: a verse and its reversal have exactly the same word counts.
+# The test set holds both orientations of each of its 2000 verses, so any classifier of word counts gives the two
+# the same answer and scores exactly 50 %, however much data it sees. The signal is in the order: English puts "the"
+# before its noun and "and" at the start of a clause.
+#
+# Both models see the same input: the first 32 (books) or 24 (order) lower-case words of a verse, as ids of a
+# 2000-word vocabulary built from the training pool. Verses are split by a seeded permutation into test, dev (for
+# choosing each model's settings) and a training pool; a training set of size $n$ is the first $n$ verses of the
+# permuted pool.
+
+# %%
+t0 = time.perf_counter()
+verses = textcls.load_labelled_verses()
+books = textcls.book_task(verses=verses)
+order = textcls.order_task(verses=verses)
+for task in (books, order):
+    counts = np.bincount(task.test.y)
+    print(f"{task.name:>5}: classes {task.class_names}; pool {len(task.pool):,}, dev {len(task.dev):,}, "
+          f"test {len(task.test):,} (test classes {counts.tolist()}); vocabulary {len(task.vocab)}; "
+          f"{np.mean(task.pool.ids[task.pool.mask] == textcls.UNK):.1%} of pool tokens are <unk>")
+majority = np.bincount(books.test.y).max() / len(books.test)
+print(f"book task: always answering the largest class (Psalms) scores {majority:.1%}")
+half = len(order.test) // 2
+print("order task, a test pair:\n  ", " ".join(order.test.tokens[0]), "\n  ", " ".join(order.test.tokens[half]))
+print(f"corpus and tasks built in {time.perf_counter() - t0:.1f} s")
+
+# %% [markdown]
+# ## 5.2 The traditional model: logistic regression on a bag of words
+#
+# A verse becomes a vector of word counts $x \in \mathbb{R}^{D}$ ($D = 2000$), nearly all zeros; `logreg.bag_of_words`
+# stores only the non-zero entries (a verse of 25 words has at most 25 of 2000). With $W \in \mathbb{R}^{D \times K}$
+# and $b \in \mathbb{R}^K$:
+#
+# $$ z = xW + b, \qquad p = \operatorname{softmax}(z), \qquad
+#    L = -\frac1N \sum_n \log p_{n,y_n} + \frac{\lambda}{2}\lVert W\rVert^2 $$
+#
+# and the gradient, written by hand in `logreg.loss_and_grad`:
+#
+# $$ \frac{\partial L}{\partial z_n} = \frac{p_n - \operatorname{onehot}(y_n)}{N}, \qquad
+#    \frac{\partial L}{\partial W} = X^\top \frac{\partial L}{\partial z} + \lambda W, \qquad
+#    \frac{\partial L}{\partial b} = \sum_n \frac{\partial L}{\partial z_n}. $$
+#
+# The loss is convex, so the fit (full-batch Adam with a decaying step) finds the one minimum;
+# `tests/test_logreg.py` checks the gradient against finite differences and PyTorch, and the fit against PyTorch's
+# L-BFGS. Here, a live check of the gradient on real verses, and of the claim that the bag forgets order:
+
+# %%
+sub = books.train_subset(40)
+X64 = logreg.bag_of_words(sub.ids, sub.mask, len(books.vocab), dtype=np.float64)
+rng = np.random.default_rng(0)
+W = 0.1 * rng.standard_normal((len(books.vocab), 5))
+b = 0.1 * rng.standard_normal(5)
+loss, dW, db = logreg.loss_and_grad(W, b, X64, sub.y, 1e-2)
+h = 1e-6
+for v, k in [(sub.ids[0, 0], 0), (sub.ids[1, 2], 3), (textcls.UNK, 1)]:
+    Wp, Wm = W.copy(), W.copy()
+    Wp[v, k] += h
+    Wm[v, k] -= h
+    f_plus = logreg.loss_and_grad(Wp, b, X64, sub.y, 1e-2)[0]
+    f_minus = logreg.loss_and_grad(Wm, b, X64, sub.y, 1e-2)[0]
+    numeric = (f_plus - f_minus) / (2 * h)
+    print(f"dL/dW[{books.vocab[v]!r}, {k}]: analytic {dW[v, k]: .10f}, central difference {numeric: .10f}")
+    assert abs(dW[v, k] - numeric) < 1e-8      # float64, h = 1e-6: truncation and round-off both ~1e-10
+
+fwd = logreg.bag_of_words(order.test.ids[:half], order.test.mask[:half], len(order.vocab)).dense()
+rev = logreg.bag_of_words(order.test.ids[half:], order.test.mask[half:], len(order.vocab)).dense()
+assert np.array_equal(fwd, rev)
+print(f"the {half} test verses and their reversals have identical bags of words")
+
+# %% [markdown]
+# ## 5.3 The large model: a small Transformer encoder
+#
+# `reference/classifier.py` stacks what chapter 6 derives: token embeddings scaled by $\sqrt{C}$ plus sinusoidal
+# positions, $N$ pre-LN encoder layers (self-attention and FFN with residuals, `reference/layers.py`), a final
+# LayerNorm, the mean over the verse's real tokens, and one linear layer to the $K$ logits. Padding is hidden from
+# attention and from the mean. The positions are the only place where order enters; without them, attention and the
+# mean are permutation-invariant and the model would see a bag of words too (exercise 1).
+#
+# "Large" is relative: $C = 32$, 2 heads, 2 layers, FFN width 64, trained with AdamW (`reference/optim.py`) on
+# mini-batches of 32. Its parameters are eight times the logistic regression's, and most of them are the embedding
+# table. Each training run keeps the checkpoint with the best dev accuracy; each logistic regression picks its
+# $\lambda$ from $\{10^{-4}, 10^{-3}, 10^{-2}\}$ on the same dev set. Neither ever sees the test set until it is
+# scored.
+
+# %%
+def make_config(task):
+    return classifier.ClassifierConfig(vocab_size=len(task.vocab), n_classes=len(task.class_names),
+                                       max_len=task.max_len, d_model=32, n_heads=2, n_layers=2, d_ff=64)
+
+
+probe = classifier.init_params(make_config(books), np.random.default_rng(0), np.float32)
+n_tf = classifier.n_params(probe)
+n_lr = (len(books.vocab) + 1) * len(books.class_names)
+print(f"Transformer: {n_tf:,} parameters ({probe['wte'].size:,} of them in the embedding table); "
+      f"logistic regression: {n_lr:,}")
+
+# positions make the Transformer see order: a verse and its reversal get different logits
+cfg = make_config(order)
+p = classifier.init_params(cfg, np.random.default_rng(1))
+p["head"]["W"] = np.random.default_rng(2).standard_normal(p["head"]["W"].shape)
+z_fwd, _ = classifier.forward(p, cfg, order.test.ids[:4], order.test.mask[:4])
+z_rev, _ = classifier.forward(p, cfg, order.test.ids[half:half + 4], order.test.mask[half:half + 4])
+gap = np.abs(z_fwd - z_rev).max(axis=1)
+print("largest logit difference, verse vs its reversal (untrained, with positions):", gap.round(3))
+assert np.abs(z_fwd - z_rev).max() > 1e-3
+
+# %% [markdown]
+# ## 5.4 Learning curves
+#
+# For each training size $n$: fit the logistic regression (three $\lambda$, keep the best on dev) and train the
+# Transformer for a fixed number of steps (keep the best dev checkpoint), then score both on the test set.
+
+# %%
+L2_GRID = (1e-4, 1e-3, 1e-2)
+LR_STEPS = 100 if QUICK else 200
+if QUICK:
+    SIZES = {"book": [100, 1000], "order": [300, 3000]}
+    TF_STEPS = {"book": 120, "order": 160}
+else:
+    SIZES = {"book": [50, 150, 500, 1500, len(books.pool)], "order": [100, 300, 1000, 3000, 10000, len(order.pool)]}
+    TF_STEPS = {"book": 800, "order": 1200}
+
+
+def run_logreg(task, train):
+    X = logreg.bag_of_words(train.ids, train.mask, len(task.vocab))
+    X_dev = logreg.bag_of_words(task.dev.ids, task.dev.mask, len(task.vocab))
+    X_test = logreg.bag_of_words(task.test.ids, task.test.mask, len(task.vocab))
+    best = None
+    for l2 in L2_GRID:
+        W, b, _ = logreg.fit(X, train.y, len(task.class_names), l2=l2, steps=LR_STEPS)
+        dev_acc = np.mean(logreg.predict(X_dev, W, b) == task.dev.y)
+        if best is None or dev_acc > best[0]:
+            best = (dev_acc, l2, W, b)
+    _, l2, W, b = best
+    return float(np.mean(logreg.predict(X_test, W, b) == task.test.y)), l2
+
+
+def run_transformer(task, train, steps):
+    config = make_config(task)
+    params = classifier.init_params(config, np.random.default_rng(0), np.float32)
+    best, history = classifier.train(params, config, train.ids, train.mask, train.y, np.random.default_rng(1),
+                                     steps=steps, batch_size=32, lr=3e-3, weight_decay=0.01,
+                                     dev=(task.dev.ids, task.dev.mask, task.dev.y), eval_every=max(steps // 8, 1))
+    acc = classifier.accuracy(best, config, task.test.ids, task.test.mask, task.test.y)
+    best_step = max(history["dev"], key=lambda sa: sa[1])[0]
+    return acc, best_step
+
+
+results = {}
+for task in (books, order):
+    rows = []
+    print(f"--- {task.name} task ---")
+    print(f"{'n':>6} {'logreg':>7} {'lambda':>7} {'transformer':>11} {'best step':>9} {'time lr/tf (s)':>15}")
+    for n in SIZES[task.name]:
+        train = task.train_subset(n)
+        t1 = time.perf_counter()
+        acc_lr, l2 = run_logreg(task, train)
+        t2 = time.perf_counter()
+        acc_tf, step = run_transformer(task, train, TF_STEPS[task.name])
+        t3 = time.perf_counter()
+        rows.append((n, acc_lr, acc_tf, t2 - t1, t3 - t2))
+        print(f"{n:>6} {acc_lr:>7.3f} {l2:>7.0e} {acc_tf:>11.3f} {step:>9} {t2 - t1:>7.1f} /{t3 - t2:>6.1f}",
+              flush=True)
+    results[task.name] = np.array(rows)
+
+# %% [markdown]
+# The checks that must hold whatever the noise of small training sets: the bag of words is at chance on the order
+# task, *exactly*, at every size, and beats the majority class on the book task.
+
+# %%
+book_res, order_res = results["book"], results["order"]
+assert np.all(order_res[:, 1] == 0.5)             # a pair always gets one right and one wrong answer
+assert np.all(book_res[:, 1] > majority + 0.05)
+assert order_res[-1, 2] > (0.55 if QUICK else 0.8)   # positions let the Transformer read the order
+print(f"largest book training set: the Transformer run took {book_res[-1, 4] / book_res[-1, 3]:.1f} times as long "
+      f"as the three logistic-regression fits")
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+for ax, (name, res), base, base_label in zip(axes, results.items(), (majority, 0.5),
+                                             ("largest class", "chance (any bag of words)")):
+    ax.plot(res[:, 0], res[:, 1], "o-", label="logistic regression, bag of words")
+    ax.plot(res[:, 0], res[:, 2], "s-", label="Transformer, 2 layers, d = 32")
+    ax.axhline(base, color="gray", ls="--", lw=1, label=base_label)
+    ax.set_xscale("log")
+    ax.set_xlabel("training verses")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+axes[0].set_ylabel("test accuracy")
+axes[0].set_title("Which book? (5 classes)")
+axes[1].set_title("Forwards or reversed?")
+fig.tight_layout()
+savefig(fig, "traditional_learning_curves.png")
+plt.show()
+
+# %% [markdown]
+# ## 5.5 Where each wins
+#
+# The numbers below are those of the full run (`make book`); one training subset and one seed per size, so a
+# difference of a point or two at the small sizes is within the noise.
+#
+# **Which book.** Logistic regression wins at every training size: 50.0 % against 42.8 % with 50 verses, 68.7 %
+# against 65.0 % with 500, and 82.2 % against 79.9 % with the whole pool of 4489. With 50 verses it already beats the
+# largest class (38.2 %) by 12 points, because a handful of words settle many verses (exercise 3 lists them: "joseph",
+# "selah", "wisdom", "jesus", "law"). The Transformer has to learn an embedding for every word from the same few
+# examples, and what it could add (order, context) matters little when the answer is mostly in the vocabulary. The gap
+# narrows with data, from 7 points at 50 verses to 2 at 4489, and the Transformer's best dev checkpoint on the full
+# pool was its last, so longer training might close part of it. Training cost does not narrow: on the full pool, one
+# Transformer run takes several times as long as all three fits of the logistic regression together (printed above
+# the figure).
+#
+# **Forwards or reversed.** Logistic regression on a bag of words stays at exactly 50 % at every size, because its
+# input cannot express the difference. The Transformer is at chance with 100 verses, reaches 81.8 % with 3000 and 89.4
+# % with the whole pool of 28 602, and its curve is still rising. Here more data helps only the model whose structure
+# can use it.
+#
+# So the material's claim holds in a narrower form than it is written. "Large" is not what wins; *structure* is. A
+# model wins when its inputs and architecture can represent what the task depends on, and when there is enough data to
+# fit its parameters. Logistic regression is not weak on "high-dimensional" data: its 2000-dimensional sparse input is
+# where it is at its best. What it cannot do is use information it was never given. Exercise 2 gives it word order
+# back, as counts of adjacent word pairs, and with 3000 training verses it then reaches 96 % on the order task, well
+# above the Transformer's 82 % at the same size and above its 89 % with ten times the data. Here, on small data, the
+# designed features beat the learned ones. What large models bring is that they learn such features from data instead
+# of having them designed, for tasks where nobody knows which features to design; that pays off at a scale of data and
+# compute far beyond this chapter (chapters 1 and 9).
+#
+# ## Exercises
+#
+# 1. Train or build the Transformer with `positional=False` (`classifier.ClassifierConfig`). Show that it gives a
+#    verse and its reversal the same logits (up to round-off), so that its accuracy on the order task's test set is
+#    exactly 50 %, like the bag of words.
+# 2. Give logistic regression word order: add the counts of adjacent word pairs (bigrams seen in the training set)
+#    to its features, and fit it on the order task with 3000 training verses. What test accuracy does it reach?
+# 3. What does the logistic regression look at? Fit it on the book task's whole pool and list, for each book, the
+#    words with the largest weights.
+#
+# Worked solutions: `chapters/solutions/05_traditional_vs_large.py` (checked by `tests/test_solutions_05.py`).
