@@ -99,6 +99,8 @@ def make_run(args):
 def resumed_run(args, saved_run):
     """The run configuration of a resumed run: the checkpoint's; only --steps and --eval-interval may change."""
     run = dict(saved_run)
+    if args.config is not None and args.config != run["config"]:
+        raise ConfigError(f"--config {args.config} differs from the checkpoint's {run['config']}")
     for key, value in _flag_values(args).items():
         if value is None or value == run.get(key):
             continue

@@ -104,6 +104,9 @@ def test_resume_refuses_a_larger_block_size_or_another_model(tmp_path, small_cor
     with pytest.raises(SystemExit):
         train.main(tiny_args(tmp_path, "more", "--resume", ckpt, "--d-model", "64"))
     assert "differs from the checkpoint's 32" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(tiny_args(tmp_path, "more", "--resume", ckpt) + ["--config", "small"])
+    assert "--config small differs from the checkpoint's tiny" in capsys.readouterr().err
     (tmp_path / "torn.npz").write_bytes((tmp_path / "run" / "checkpoint.npz").read_bytes()[:-100])
     with pytest.raises(SystemExit):
         train.main(tiny_args(tmp_path, "more", "--resume", str(tmp_path / "torn.npz")))
