@@ -29,6 +29,7 @@
 # %%
 import copy
 import functools
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -512,7 +513,8 @@ else:
     assert (small["tokenizer"], small["d_model"], small["n_layer"], small["n_head"], small["block_size"],
             small["batch_size"], small["steps"]) == ("char", 128, 4, 4, 128, 16, 800)
 loss_png = FIG_DIR / "training_run_loss.png"
-log = train.main(argv + ["--figure", str(loss_png), "--no-progress"])
+train.main(argv + ["--figure", str(loss_png), "--no-progress"])
+log = json.loads((run_dir / "log.json").read_text(encoding="utf-8"))  # what the run measured, written beside its checkpoint
 display(Image(filename=str(loss_png)))
 
 # %%
