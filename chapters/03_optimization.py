@@ -30,14 +30,12 @@
 
 # %%
 import math
-import tempfile
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from _book import QUICK, ROOT, savefig
-from reference import bert, checkpoint, distill, gpt, prune, qat, quantize, tokenizers, train
+from _book import QUICK, savefig, trained_gpt
+from reference import bert, distill, gpt, prune, qat, quantize, tokenizers, train
 
 print("quick mode" if QUICK else "full mode")
 
@@ -53,17 +51,7 @@ print("quick mode" if QUICK else "full mode")
 # the validation split (`prune.validation_loss` with one seed), so two numbers differ only because the models do.
 
 # %%
-CKPT = ROOT / "runs" / "small" / "checkpoint.npz"
-if not QUICK and CKPT.exists():
-    ckpt_path = CKPT
-    origin = "runs/small/checkpoint.npz, trained by chapter 2 (config 'small')"
-else:
-    run_dir = Path(tempfile.mkdtemp(prefix="ch03_"))
-    flags = ["--config", "tiny"] if QUICK else ["--config", "small"]
-    train.main(flags + ["--out", str(run_dir), "--figure", f"{run_dir}/loss.png", "--no-progress"])
-    ckpt_path = run_dir / "checkpoint.npz"
-    origin = f"a model trained just now for this chapter ({' '.join(flags)})"
-ckpt = checkpoint.load(ckpt_path)
+ckpt, origin = trained_gpt("ch03_", quick_flags=["--config", "tiny"], full_flags=["--config", "small"])
 tok = tokenizers.from_json(ckpt["tokenizer"])
 config = train.model_config(ckpt["run"], tok.vocab_size)
 dense = ckpt["params"]

@@ -33,15 +33,13 @@ import os
 # One BLAS thread: the timings in 4.5 then measure the algorithm, not how busy the other core is.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import tempfile  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _book import QUICK, ROOT, savefig  # noqa: E402
-from reference import bert, checkpoint, gpt, softmax, tokenizers, train  # noqa: E402
+from _book import QUICK, savefig, trained_gpt  # noqa: E402
+from reference import bert, gpt, softmax, tokenizers, train  # noqa: E402
 from reference import generate as gen  # noqa: E402
 
 print("quick mode" if QUICK else "full mode")
@@ -56,18 +54,8 @@ print("quick mode" if QUICK else "full mode")
 # from a much weaker model; the cell says which one it used.
 
 # %%
-CKPT = ROOT / "runs" / "small" / "checkpoint.npz"
-if not QUICK and CKPT.exists():
-    ckpt_path = CKPT
-    origin = "runs/small/checkpoint.npz, trained by chapter 2 (config 'small')"
-else:
-    run_dir = Path(tempfile.mkdtemp(prefix="ch04_"))
-    flags = ["--config", "tiny", "--steps", "120"] if QUICK else ["--config", "small", "--steps", "300"]
-    loss_figure = (run_dir / "loss").with_suffix(".png")                # not figures/: this run is temporary
-    train.main(flags + ["--out", str(run_dir), "--figure", str(loss_figure), "--no-progress"])
-    ckpt_path = run_dir / "checkpoint.npz"
-    origin = f"a model trained just now for this chapter ({' '.join(flags)}), not chapter 2's"
-ckpt = checkpoint.load(ckpt_path)
+ckpt, origin = trained_gpt("ch04_", quick_flags=["--config", "tiny", "--steps", "120"],
+                           full_flags=["--config", "small", "--steps", "300"])
 tok = tokenizers.from_json(ckpt["tokenizer"])
 config = train.model_config(ckpt["run"], tok.vocab_size)
 params = ckpt["params"]
