@@ -33,6 +33,8 @@ import json
 import re
 from collections import Counter, defaultdict
 
+from reference.tokenizers._jsonfile import JSONFile
+
 N_BYTES = 256
 PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
 _CACHE_MAX = 200_000
@@ -56,7 +58,7 @@ def _pair_counts(word):
     return Counter(zip(word, word[1:]))
 
 
-class ByteBPE:
+class ByteBPE(JSONFile):
     """A trained byte-level BPE.
 
     Parameters
@@ -214,14 +216,3 @@ class ByteBPE:
         if obj.get("type") != "ByteBPE":
             raise ValueError(f"expected a ByteBPE JSON, got type {obj.get('type')!r}")
         return cls(obj["merges"], obj["pattern"])
-
-    def save(self, path):
-        """Write ``to_json()`` to ``path`` (UTF-8)."""
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(self.to_json())
-
-    @classmethod
-    def load(cls, path):
-        """Read a tokenizer written by ``save``."""
-        with open(path, encoding="utf-8") as f:
-            return cls.from_json(f.read())

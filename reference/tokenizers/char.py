@@ -13,10 +13,12 @@ text, so the compression ratio is exactly 1 character per token.
 """
 import json
 
+from reference.tokenizers._jsonfile import JSONFile
+
 N_BYTES = 256
 
 
-class CharTokenizer:
+class CharTokenizer(JSONFile):
     """Characters to ids and back.
 
     Parameters
@@ -89,14 +91,3 @@ class CharTokenizer:
         if obj.get("type") != "CharTokenizer":
             raise ValueError(f"expected a CharTokenizer JSON, got type {obj.get('type')!r}")
         return cls(obj["chars"])
-
-    def save(self, path):
-        """Write ``to_json()`` to ``path`` (UTF-8)."""
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(self.to_json())
-
-    @classmethod
-    def load(cls, path):
-        """Read a tokenizer written by ``save``."""
-        with open(path, encoding="utf-8") as f:
-            return cls.from_json(f.read())
