@@ -30,7 +30,7 @@ test: $(STAMP)
 	$(INTERPRET) $(PY) -m pytest -n 2 -q tests
 
 book: $(STAMP)
-	$(INTERPRET) $(PY) -m chapters.build
+	$(INTERPRET) $(PY) -m book.build
 
 bench: $(STAMP)
 	$(PY) -m bench.run

@@ -26,7 +26,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from _book import QUICK, savefig
+from book import QUICK, savefig
 from reference import gpt, scale
 
 print("quick mode" if QUICK else "full mode")

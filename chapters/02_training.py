@@ -39,7 +39,7 @@ import numpy as np
 import warnings
 from IPython.display import Image, display
 
-from _book import FIG_DIR, QUICK, savefig
+from book import FIG_DIR, QUICK, savefig
 from reference import attention, checkpoint, cross_entropy, data, ffn, gpt, init, layernorm, multihead, optim, train
 from reference.tokenizers import ByteBPE, CharTokenizer
 

@@ -34,7 +34,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from _book import QUICK, savefig, trained_gpt
+from book import QUICK, savefig, trained_gpt
 from reference import bert, distill, gpt, prune, qat, quantize, tokenizers, train
 
 print("quick mode" if QUICK else "full mode")

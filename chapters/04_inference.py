@@ -38,7 +38,7 @@ import time  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _book import QUICK, savefig, trained_gpt  # noqa: E402
+from book import QUICK, savefig, trained_gpt  # noqa: E402
 from reference import bert, gpt, softmax, tokenizers, train  # noqa: E402
 from reference import generate as gen  # noqa: E402
 

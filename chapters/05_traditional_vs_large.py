@@ -39,7 +39,7 @@ import time  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _book import QUICK, savefig  # noqa: E402
+from book import QUICK, savefig  # noqa: E402
 from reference import classifier, logreg, textcls  # noqa: E402
 
 print("quick mode" if QUICK else "full mode")

@@ -26,7 +26,7 @@
 import numpy as np
 import matplotlib.pyplot as plt
 
-from _book import QUICK, savefig
+from book import QUICK, savefig
 from reference import as_written, attention, ffn, layernorm, layers, multihead, positional, softmax, transformer
 from tests.gradcheck import RTOL_FD, numerical_grad, rel_error
 

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import triton
 
-from _book import QUICK, ROOT, savefig
+from book import QUICK, ROOT, savefig
 from kernels import flash_attention, fused_ffn, layer_norm
 from kernels import attention as k_attention, ffn as k_ffn, layernorm as k_layernorm
 from reference import activations, attention, ffn, layernorm

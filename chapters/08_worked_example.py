@@ -85,7 +85,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 hf_logging.disable_progress_bar()
 
-from _book import QUICK, savefig
+from book import QUICK, savefig
 from reference import bert, summarize
 
 MODEL_DIR = bert.model_dir()

@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _book import QUICK, savefig  # noqa: E402
+from book import QUICK, savefig  # noqa: E402
 from reference import depth, gpt, scale, scaling, train  # noqa: E402
 
 print("quick mode" if QUICK else "full mode")

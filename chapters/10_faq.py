@@ -15,7 +15,7 @@
 # | What are the challenges? | 3, 7, 9 | `reference/prune.py`, `reference/quantize.py`, `kernels/`, `reference/depth.py` |
 
 # %%
-from _book import QUICK
+from book import QUICK
 from reference import scale
 
 print("quick mode" if QUICK else "full mode")

@@ -26,7 +26,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from _book import QUICK, savefig
+from book import QUICK, savefig
 from reference import as_written, ffn, layernorm
 
 rng = np.random.default_rng(0)

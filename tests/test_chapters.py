@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from chapters.build import chapter_sources, execute  # noqa: E402
+from book.build import chapter_sources, execute  # noqa: E402
 
 CHAPTERS = chapter_sources()
 IDS = [p.stem for p in CHAPTERS]

@@ -1,8 +1,8 @@
 """Execute every chapter and write the executed notebook beside its source, plus static HTML under build/.
 
-    python -m chapters.build            # all chapters, full mode (what `make book` runs)
-    python -m chapters.build 06         # only chapters whose file name starts with 06
-    LM_PRIMER_QUICK=1 python -m chapters.build   # quick mode
+    python -m book.build            # all chapters, full mode (what `make book` runs)
+    python -m book.build 06         # only chapters whose file name starts with 06
+    LM_PRIMER_QUICK=1 python -m book.build   # quick mode
 
 A chapter is a jupytext percent-format ``chapters/NN_name.py``; the executed ``chapters/NN_name.ipynb`` is generated
 from it with its outputs, so the two are always in step (``tests/test_chapters.py`` checks that).
@@ -15,8 +15,8 @@ import jupytext
 import nbformat
 from nbclient import NotebookClient
 
-CHAPTER_DIR = Path(__file__).resolve().parent
-ROOT = CHAPTER_DIR.parent
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTER_DIR = ROOT / "chapters"
 HTML_DIR = ROOT / "build" / "html"
 TIMEOUT_S = 3600  # per cell; full-mode training cells take minutes on 2 cores
 

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # the benchmarks and chapters are importable when run from chapters/
+if str(ROOT) not in sys.path:  # a chapter runs with cwd chapters/; this makes tests/ and bench/ importable
     sys.path.insert(0, str(ROOT))
 
 QUICK = os.environ.get("LM_PRIMER_QUICK", "0") == "1"
