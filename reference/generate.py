@@ -50,7 +50,7 @@ import dataclasses
 import numpy as np
 
 from reference import attention, embedding, ffn, layernorm, linear, positional, softmax
-from reference._checks import check_float, check_int
+from reference._checks import check_float, check_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,12 +105,10 @@ def forward_cached(params, config, ids, cache=None, attention_mask=None):
     """
     wte = check_float("params['wte']", params["wte"])
     dtype = wte.dtype
-    check_int("ids", ids)
+    check_ids("ids", ids, config.vocab_size)
     if ids.ndim != 2:
         raise ValueError(f"ids: expected shape (B, T_new), got {ids.shape}")
     B, T_new = ids.shape
-    if ids.size and (ids.min() < 0 or ids.max() >= config.vocab_size):
-        raise ValueError(f"ids: expected token ids in [0, {config.vocab_size}), got range [{ids.min()}, {ids.max()}]")
     if attention_mask is None:
         attention_mask = np.ones((B, T_new), dtype=bool)
     if not isinstance(attention_mask, np.ndarray) or attention_mask.dtype != np.bool_:

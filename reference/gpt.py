@@ -21,7 +21,7 @@ import dataclasses
 import numpy as np
 
 from reference import attention, cross_entropy, embedding, ffn, init, layernorm, linear, positional
-from reference._checks import check_float, check_int
+from reference._checks import check_float, check_ids, check_int
 
 POSITIONALS = ("learned", "sinusoidal")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
@@ -259,16 +259,13 @@ def forward(params, config, ids):
     cache : what :func:`backward` needs.
     """
     dtype = _check_params(params, config)
-    check_int("ids", ids)
+    check_ids("ids", ids, config.vocab_size)
     if ids.ndim != 2:
         raise ValueError(f"ids: expected shape (B, T), got {ids.shape}")
     B, T = ids.shape
     if T > config.block_size:
         raise ValueError(f"ids: sequence length T={T} exceeds the model's block_size={config.block_size} "
                          f"(the positional table has {config.block_size} rows)")
-    if ids.size and (ids.min() < 0 or ids.max() >= config.vocab_size):
-        raise ValueError(f"ids: expected token ids in [0, {config.vocab_size}), got range "
-                         f"[{ids.min()}, {ids.max()}]")
 
     tok, emb_cache = embedding.forward(ids, params["wte"])          # (B, T, C)
     x = tok + _positions(params, config, T, dtype)                   # (B, T, C)

@@ -46,7 +46,7 @@ import math
 import numpy as np
 
 from reference import attention, embedding, init, layernorm, layers, linear, positional
-from reference._checks import FLOAT_DTYPES, check_float, check_int, check_shape
+from reference._checks import FLOAT_DTYPES, check_float, check_ids, check_shape
 
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
 
@@ -155,11 +155,9 @@ def _check_config(config):
 
 
 def _check_ids(name, ids, vocab_size):
-    check_int(name, ids)
+    check_ids(name, ids, vocab_size)
     if ids.ndim != 2:
         raise ValueError(f"{name}: expected shape (B, T), got {ids.shape}")
-    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-        raise ValueError(f"{name}: expected ids in [0, {vocab_size}), got values in [{ids.min()}, {ids.max()}]")
 
 
 def _check_pad_mask(name, mask, shape):

@@ -114,7 +114,7 @@ def test_bad_inputs(rng):
         classifier.forward(params, config, ids, np.zeros_like(mask))
     with pytest.raises(TypeError, match="mask: expected a boolean"):
         classifier.forward(params, config, ids, mask.astype(int))
-    with pytest.raises(ValueError, match=r"ids: expected ids in \[0, 7\)"):
+    with pytest.raises(ValueError, match=r"ids: expected token ids in \[0, 7\)"):
         classifier.forward(params, config, ids + 7, mask)
     with pytest.raises(TypeError, match="ids: expected an integer"):
         classifier.forward(params, config, ids.astype(float), mask)

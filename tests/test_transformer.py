@@ -300,7 +300,7 @@ def test_bad_inputs_raise(rng):
     cases = [
         (TypeError, "src_ids: expected an integer",
          lambda: transformer.forward(params, config, src.astype(float), tgt)),
-        (ValueError, r"tgt_ids: expected ids in \[0, 13\)", lambda: transformer.forward(params, config, src, tgt + 13)),
+        (ValueError, r"tgt_ids: expected token ids in \[0, 13\)", lambda: transformer.forward(params, config, src, tgt + 13)),
         (ValueError, r"src_ids: expected shape \(B, T\)", lambda: transformer.forward(params, config, src[0], tgt)),
         (ValueError, "same batch size", lambda: transformer.forward(params, config, src[:1], tgt)),
         (TypeError, "src_pad_mask: expected a boolean", lambda: transformer.forward(params, config, src, tgt,
