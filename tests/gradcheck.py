@@ -11,21 +11,28 @@ H = 1e-6
 RTOL_FD = 1e-6
 
 
-def numerical_grad(f, x, h=H):
-    """d f / d x by central differences, for a scalar f of one float64 array x (perturbed in place, restored)."""
+def numerical_grad(f, x, h=H, indices=None):
+    """d f / d x by central differences, for a scalar f of one float64 array x (perturbed in place, restored).
+
+    With ``indices`` (positions in ``x.reshape(-1)``), only those entries are differentiated and the result is
+    the 1-D array of their derivatives; otherwise it is the whole gradient, shaped like ``x``.
+    """
     if x.dtype != np.float64:
         raise TypeError(f"finite differences need float64, got {x.dtype}")
-    grad = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
+    flat = x.reshape(-1)
+    if not np.shares_memory(flat, x):
+        raise ValueError("x must be contiguous: perturbing a copy would not change f")
+    idx = np.arange(flat.size) if indices is None else np.asarray(indices)
+    grad = np.zeros(idx.size)
+    for j, i in enumerate(idx):
         old = flat[i]
         flat[i] = old + h
         fp = f()
         flat[i] = old - h
         fm = f()
         flat[i] = old
-        gflat[i] = (fp - fm) / (2 * h)
-    return grad
+        grad[j] = (fp - fm) / (2 * h)
+    return grad.reshape(x.shape) if indices is None else grad
 
 
 def rel_error(a, b):
