@@ -45,17 +45,21 @@ def random_qkv(rng, lead, T_q, T_k, d_k, d_v, dtype=np.float64):
     return q, k, v
 
 
+def torch_masked_softmax(s, mask):
+    """Softmax of torch scores over the last axis under a boolean numpy mask (True = may attend); a fully masked
+    row gives probabilities 0 (the reference's convention) instead of torch's NaN."""
+    if mask is None:
+        return torch.softmax(s, dim=-1)
+    allowed = torch.from_numpy(np.broadcast_to(mask, s.shape).copy())
+    any_key = allowed.any(dim=-1, keepdim=True)
+    s = s.masked_fill(~allowed, float("-inf")).masked_fill(~any_key, 0.0)
+    return torch.softmax(s, dim=-1) * any_key
+
+
 def torch_attention(q, k, v, mask, dout):
     """Attention and its gradients by torch autograd; fully masked rows give 0 (the reference's convention)."""
     tq, tk, tv = (torch.from_numpy(a.copy()).requires_grad_() for a in (q, k, v))
-    s = tq @ tk.transpose(-1, -2) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        allowed = torch.from_numpy(np.broadcast_to(mask, s.shape).copy())
-        any_key = allowed.any(dim=-1, keepdim=True)
-        s = s.masked_fill(~allowed, float("-inf")).masked_fill(~any_key, 0.0)
-        p = torch.softmax(s, dim=-1) * any_key
-    else:
-        p = torch.softmax(s, dim=-1)
+    p = torch_masked_softmax(tq @ tk.transpose(-1, -2) / math.sqrt(q.shape[-1]), mask)
     out = p @ tv
     out.backward(torch.from_numpy(dout))
     return [t.detach().numpy() for t in (out, tq.grad, tk.grad, tv.grad)]

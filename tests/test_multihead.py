@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from reference import attention, multihead
 from tests.gradcheck import check_grads, numerical_grad
+from tests.test_attention import torch_masked_softmax
 
 # float64 against float64: rounding is ~1e-16 per operation over sums of at most a few dozen terms; 1e-12 leaves
 # two orders of margin and still catches any wrong term (>= 1e-3).
@@ -94,14 +95,7 @@ def torch_mha_eager(x_q, x_kv, params, H, mask, dy):
     q = project(tx_q, "Wq", "bq").reshape(B, T_q, H, d_k).transpose(1, 2)     # (B, H, T_q, d_k)
     k = project(tx_kv, "Wk", "bk").reshape(B, T_k, H, d_k).transpose(1, 2)    # (B, H, T_k, d_k)
     v = project(tx_kv, "Wv", "bv").reshape(B, T_k, H, d_k).transpose(1, 2)
-    s = q @ k.transpose(-1, -2) / math.sqrt(d_k)
-    if mask is not None:
-        allowed = torch.from_numpy(np.broadcast_to(mask, s.shape).copy())
-        any_key = allowed.any(dim=-1, keepdim=True)
-        s = s.masked_fill(~allowed, float("-inf")).masked_fill(~any_key, 0.0)
-        p = torch.softmax(s, dim=-1) * any_key
-    else:
-        p = torch.softmax(s, dim=-1)
+    p = torch_masked_softmax(q @ k.transpose(-1, -2) / math.sqrt(d_k), mask)
     y = project((p @ v).transpose(1, 2).reshape(B, T_q, C), "Wo", "bo")
     y.backward(torch.from_numpy(dy))
     grads = {name: t[name].grad.numpy() for name in params}
