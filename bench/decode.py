@@ -1,4 +1,4 @@
-"""Decode speed with and without the KV cache (reference/generate.py), NumPy float32, one process.
+"""Decode speed with and without the KV cache (reference/inference/decoding.py), NumPy float32, one process.
 
     python -m bench.run decode            # prompt lengths 64 and 512, 64 new tokens each
     python -m bench.run decode --quick    # a smaller model and prompts, a smoke run
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reference import generate as gen
-from reference import gpt
+from reference.inference import decoding as gen
+from reference.models import gpt
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURE = ROOT / "figures" / "bench_decode.png"

@@ -229,7 +229,7 @@ def _ffn(kernels, bench, cases, device, dtype):
 
 def _numpy_host(shapes):
     """The float32 NumPy reference's forward on the host, median of 3, with the same rate units as the GPU rows."""
-    from reference import attention, ffn, layernorm
+    from reference.ops import attention, ffn, layernorm
 
     rng = np.random.default_rng(0)
 

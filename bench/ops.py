@@ -15,7 +15,7 @@ Attention is measured twice: in this process (NumPy's BLAS with one thread per c
 worker threads over (batch, head) slices), and in a child process whose BLAS runs one thread per call, so that the
 two workers are the only parallelism (see ``_attention_times_single_blas``). Torch has the same thread count in both.
 
-A second measurement is memory, not time: the ``tracemalloc`` peak of ``reference.attention.forward`` (which builds
+A second measurement is memory, not time: the ``tracemalloc`` peak of ``reference.ops.attention.forward`` (which builds
 the (T, T) score matrix) against ``forward_blocked`` (the online softmax, one key block at a time), which grows as
 O(T^2) against O(T d) (``attention.peak_memory``: NumPy reports its array buffers to ``tracemalloc``).
 
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reference import attention, ffn, layernorm
+from reference.ops import attention, ffn, layernorm
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURE = ROOT / "figures" / "bench_ops.png"
@@ -199,7 +199,7 @@ def attention_times(quick, torch_threads):
 def _attention_times_single_blas(quick, torch_threads):
     """The attention case in a child process whose NumPy BLAS runs one thread per call.
 
-    ``reference.attention`` already runs the (batch, head) slices on two worker threads; with a two-thread BLAS
+    ``reference.ops.attention`` already runs the (batch, head) slices on two worker threads; with a two-thread BLAS
     under them, four threads share two cores, and every small matmul waits at BLAS's barrier for a thread that
     is not running. That waiting grows with the machine's load. A one-thread BLAS (it must be set before NumPy
     is imported, hence the child process) leaves the parallelism to the workers: still two cores, as torch has.

@@ -2,12 +2,12 @@
 
 One step = forward, cross-entropy, backward, AdamW update, in float32 on the CPU, same shapes, same initial
 parameters, same machine. The PyTorch model is Hugging Face's ``GPT2LMHeadModel`` loaded with our parameters
-(``gpt.to_hf_gpt2``); tests/test_gpt.py checks that it computes the same logits, gradients and updates. It runs in
+(``gpt.to_hf_gpt2``); tests/models/test_gpt.py checks that it computes the same logits, gradients and updates. It runs in
 eager mode twice: with the "eager" attention (matmul, mask, softmax, matmul: the same arithmetic as ours) and with
 ``scaled_dot_product_attention`` ("sdpa", PyTorch's fused kernel), which is what a PyTorch user gets by default.
 
 Each measurement runs in its own process with a pinned thread count (OpenBLAS threads for NumPy, intra-op threads
-for torch): 1 thread, and all the machine's cores. (``reference/attention.py`` also spreads its (batch, head)
+for torch): 1 thread, and all the machine's cores. (``reference/ops/attention.py`` also spreads its (batch, head)
 slices over 2 Python threads in both cases.) On a machine shared with other jobs, multi-threaded BLAS can slow
 down by 10x while its threads wait for each other; the 1-thread numbers are the stable comparison there.
 
@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reference import gpt, optim
+from reference.models import gpt
+from reference.training import optim
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL = dict(vocab_size=256, d_model=256, n_layer=4, n_head=8, T=256, B=16, repeats=5)

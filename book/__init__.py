@@ -32,7 +32,8 @@ def trained_gpt(prefix, quick_flags, full_flags):
     loads that checkpoint. In quick mode, or when it is missing, a model is trained now into a temporary folder with
     ``quick_flags`` or ``full_flags`` (flags of ``python -m reference.train``), so the chapter still runs on its own.
     """
-    from reference import checkpoint, train
+    from reference import train
+    from reference.training import checkpoint
 
     path = ROOT / "runs" / "small" / "checkpoint.npz"
     if not QUICK and path.exists():

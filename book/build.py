@@ -5,7 +5,7 @@
     LM_PRIMER_QUICK=1 python -m book.build   # quick mode
 
 A chapter is a jupytext percent-format ``chapters/NN_name.py``; the executed ``chapters/NN_name.ipynb`` is generated
-from it with its outputs, so the two are always in step (``tests/test_chapters.py`` checks that).
+from it with its outputs, so the two are always in step (``tests/book/test_chapters.py`` checks that).
 """
 import sys
 import time

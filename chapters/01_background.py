@@ -16,9 +16,9 @@
 #
 # | what | code |
 # |---|---|
-# | parameter, FLOP and memory formulas | `reference/scale.py` |
-# | the decoder whose parameters we count for real | `reference/gpt.py` |
-# | checks | `tests/test_scale.py` |
+# | parameter, FLOP and memory formulas | `reference/studies/counting.py` |
+# | the decoder whose parameters we count for real | `reference/models/gpt.py` |
+# | checks | `tests/studies/test_counting.py` |
 
 # %%
 import math
@@ -27,7 +27,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from book import QUICK, savefig
-from reference import gpt, scale
+from reference.models import gpt
+from reference.studies import counting
 
 print("quick mode" if QUICK else "full mode")
 
@@ -48,14 +49,14 @@ print("quick mode" if QUICK else "full mode")
 #
 # $$ N = L\,(12d^2 + 13d) + Vd + Td + 2d \;\approx\; 12\,L\,d^2 . $$
 #
-# A formula is only as good as its check. We build small GPTs with `reference/gpt.py` and count their arrays.
+# A formula is only as good as its check. We build small GPTs with `reference/models/gpt.py` and count their arrays.
 
 # %%
 rows = []
 for L, d, H, T, V in [(1, 8, 2, 4, 11), (2, 64, 4, 32, 65), (4, 256, 8, 256, 65)]:
     config = gpt.GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=H, d_model=d)
     counted = gpt.n_params(gpt.init_params(config, np.random.default_rng(0)))
-    predicted = scale.param_count(scale.DecoderShape(n_layer=L, d_model=d, n_head=H, n_ctx=T, vocab_size=V))["total"]
+    predicted = counting.param_count(counting.DecoderShape(n_layer=L, d_model=d, n_head=H, n_ctx=T, vocab_size=V))["total"]
     rows.append((L, d, V, T, counted, predicted))
     assert counted == predicted
 print(f"{'L':>3} {'d':>5} {'V':>4} {'T':>4} {'counted':>12} {'formula':>12}")
@@ -69,7 +70,7 @@ for L, d, V, T, counted, predicted in rows:
 # vocabulary 50257 (GPT-2's byte-level BPE).
 
 # %%
-counts = scale.param_count(scale.GPT3_175B)
+counts = counting.param_count(counting.GPT3_175B)
 for part in ("embedding", "blocks", "final_ln", "total", "approx_12Ld2"):
     print(f"{part:>13}: {counts[part]:>19,}  ({counts[part] / 1e9:7.2f} B)")
 print(f"the blocks are {counts['blocks'] / counts['total']:.2%} of the model")
@@ -83,15 +84,15 @@ assert round(counts["total"] / 1e9, 1) == 174.6
 
 # %%
 published = {
-    "GPT-2 small": scale.GPT2_SMALL,
-    "GPT-2 medium": scale.DecoderShape(n_layer=24, d_model=1024, n_head=16, n_ctx=1024, vocab_size=50257),
-    "GPT-2 large": scale.DecoderShape(n_layer=36, d_model=1280, n_head=20, n_ctx=1024, vocab_size=50257),
-    "GPT-2 XL": scale.DecoderShape(n_layer=48, d_model=1600, n_head=25, n_ctx=1024, vocab_size=50257),
-    "GPT-3 2.7B": scale.DecoderShape(n_layer=32, d_model=2560, n_head=32, n_ctx=2048, vocab_size=50257),
-    "GPT-3 6.7B": scale.DecoderShape(n_layer=32, d_model=4096, n_head=32, n_ctx=2048, vocab_size=50257),
-    "GPT-3 175B": scale.GPT3_175B,
+    "GPT-2 small": counting.GPT2_SMALL,
+    "GPT-2 medium": counting.DecoderShape(n_layer=24, d_model=1024, n_head=16, n_ctx=1024, vocab_size=50257),
+    "GPT-2 large": counting.DecoderShape(n_layer=36, d_model=1280, n_head=20, n_ctx=1024, vocab_size=50257),
+    "GPT-2 XL": counting.DecoderShape(n_layer=48, d_model=1600, n_head=25, n_ctx=1024, vocab_size=50257),
+    "GPT-3 2.7B": counting.DecoderShape(n_layer=32, d_model=2560, n_head=32, n_ctx=2048, vocab_size=50257),
+    "GPT-3 6.7B": counting.DecoderShape(n_layer=32, d_model=4096, n_head=32, n_ctx=2048, vocab_size=50257),
+    "GPT-3 175B": counting.GPT3_175B,
 }
-table = {name: scale.param_count(shape) for name, shape in published.items()}
+table = {name: counting.param_count(shape) for name, shape in published.items()}
 for name, c in table.items():
     print(f"{name:>13}: {c['total'] / 1e9:8.3f} B   embeddings {c['embedding'] / c['total']:6.1%}")
 
@@ -130,8 +131,8 @@ plt.show()
 
 # %%
 N = counts["blocks"]  # non-embedding parameters, the convention of Kaplan et al.
-C = scale.training_flops(N, 300e9)
-print(f"forward FLOPs per token: {scale.flops_per_token(scale.GPT3_175B):.3e} (2N = {2 * N:.3e})")
+C = counting.training_flops(N, 300e9)
+print(f"forward FLOPs per token: {counting.flops_per_token(counting.GPT3_175B):.3e} (2N = {2 * N:.3e})")
 print(f"training compute 6ND: {C:.3e} FLOPs")
 a100_bf16 = 312e12  # peak dense bf16 FLOP/s of one A100
 for mfu in (0.3, 0.5):
@@ -155,8 +156,8 @@ regimes = {
     "inference bf16": {"weights": 2},
     "inference int8": {"weights": 1},
     "inference int4": {"weights": 0.5},
-    "training fp32 + Adam": scale.training_memory(1),
-    "training mixed + Adam": scale.training_memory(1, weights="bfloat16", master_weights="float32"),
+    "training fp32 + Adam": counting.training_memory(1),
+    "training mixed + Adam": counting.training_memory(1, weights="bfloat16", master_weights="float32"),
 }
 total = counts["total"]
 bytes_per_param = {k: (v["total"] if "total" in v else v["weights"]) for k, v in regimes.items()}
@@ -188,4 +189,4 @@ plt.show()
 # 3. Decoding with a KV cache (chapter 4) stores every layer's keys and values for every token seen. How many GiB
 #    does GPT-3's cache take for one sequence of 2048 tokens in bfloat16?
 #
-# Worked solutions: `chapters/solutions/01_background.py` (checked by `tests/test_solutions_01.py`).
+# Worked solutions: `chapters/solutions/01_background.py` (checked by `tests/book/test_solutions_01.py`).

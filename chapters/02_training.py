@@ -20,11 +20,11 @@
 #
 # | step | what this chapter shows | code |
 # |---|---|---|
-# | 1. data | the corpus and its split; char vs byte-level BPE tokens, compression measured; batches | `reference/data.py`, `reference/tokenizers/` |
-# | 2. initialisation | variance through depth for He, Xavier, std 1, std 0.01; GPT-2's scaled residual init | `reference/init.py`, `reference/gpt.py` (`init_params`) |
-# | 3. gradient descent | SGD, momentum, Adam, AdamW on one model and one batch stream; schedules; clipping | `reference/optim.py`, `reference/gpt.py` (`loss_and_grads`) |
-# | 4. iteration | the training program, its loss curve, checkpoint and samples | `reference/train.py`, `reference/checkpoint.py` |
-# | checks | | `tests/test_data.py`, `tests/test_tokenizers.py`, `tests/test_init.py`, `tests/test_optim.py`, `tests/test_gpt.py`, `tests/test_train.py`, `tests/test_checkpoint.py` |
+# | 1. data | the corpus and its split; char vs byte-level BPE tokens, compression measured; batches | `reference/training/data.py`, `reference/tokenizers/` |
+# | 2. initialisation | variance through depth for He, Xavier, std 1, std 0.01; GPT-2's scaled residual init | `reference/training/init.py`, `reference/models/gpt.py` (`init_params`) |
+# | 3. gradient descent | SGD, momentum, Adam, AdamW on one model and one batch stream; schedules; clipping | `reference/training/optim.py`, `reference/models/gpt.py` (`loss_and_grads`) |
+# | 4. iteration | the training program, its loss curve, checkpoint and samples | `reference/train.py`, `reference/training/checkpoint.py` |
+# | checks | | `tests/training/test_data.py`, `tests/tokenizers/test_tokenizers.py`, `tests/training/test_init.py`, `tests/training/test_optim.py`, `tests/models/test_gpt.py`, `tests/training/test_train.py`, `tests/training/test_checkpoint.py` |
 
 # %%
 import copy
@@ -32,16 +32,19 @@ import functools
 import json
 import math
 import tempfile
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import warnings
 from IPython.display import Image, display
 
 from book import FIG_DIR, QUICK, savefig
-from reference import attention, checkpoint, cross_entropy, data, ffn, gpt, init, layernorm, multihead, optim, train
+from reference import train, tree
+from reference.models import gpt
+from reference.ops import attention, cross_entropy, ffn, layernorm, multihead
 from reference.tokenizers import ByteBPE, CharTokenizer
+from reference.training import checkpoint, data, init, optim
 
 np.set_printoptions(precision=4, suppress=True)
 warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm.auto in a kernel without ipywidgets
@@ -178,10 +181,10 @@ assert np.array_equal(x, x2)                                          # a seeded
 # %%
 tiny = gpt.GPTConfig(vocab_size=char_tok.vocab_size, block_size=32, n_layer=2, n_head=4, d_model=32)
 p = gpt.init_params(tiny, np.random.default_rng(0))
-for name, a in gpt.flatten(p).items():
+for name, a in tree.flatten(p).items():
     if name.startswith("blocks.0.") or not name.startswith("blocks."):
         print(f"{name:<20} {str(a.shape):<10} mean {a.mean():+.4f}  std {a.std():.4f}")
-flat = gpt.flatten(p)
+flat = tree.flatten(p)
 assert all(not a.any() for n, a in flat.items() if n.rsplit(".", 1)[-1] in ("bq", "bk", "bv", "bo", "b1", "b2", "beta"))
 assert all((a == 1).all() for n, a in flat.items() if n.endswith("gamma"))
 
@@ -322,7 +325,7 @@ assert growth_plain > 0.5 * depths[-1] / depths[0] and growth_scaled < 2.0
 # The material: "optimise the parameters according to the loss function, usually with gradient descent or one of its
 # variants" (通常采用梯度下降法或其变种). The loss is the mean next-token cross-entropy over the $B \times T$ positions
 # of a batch; `gpt.loss_and_grads` returns it with the gradient of every parameter (chapter 6 derives each backward
-# step). Then the variants, with $g$ the gradient, $\eta$ the learning rate and $t$ the step (`reference/optim.py`
+# step). Then the variants, with $g$ the gradient, $\eta$ the learning rate and $t$ the step (`reference/training/optim.py`
 # states each in PyTorch's convention and tests every one against `torch.optim`):
 #
 # | optimizer | update |
@@ -413,7 +416,7 @@ assert all(c[-10:].mean() < c[0] - 1.0 for c in curves.values())   # every optim
 #
 # ### Learning-rate schedules
 #
-# Two schedules from `reference/optim.py`. The Transformer paper's (`noam`, its eq. 3) warms up linearly and then
+# Two schedules from `reference/training/optim.py`. The Transformer paper's (`noam`, its eq. 3) warms up linearly and then
 # decays as $1/\sqrt{t}$, peaking at $(d_{model} \cdot w)^{-1/2}$; GPT-style training warms up linearly and then
 # follows half a cosine down to a floor (`warmup_cosine`), which is what `reference/train.py` uses. The warm-up
 # exists because Adam's second-moment estimate is poor in the first steps, and a full-size step taken on it can
@@ -462,11 +465,11 @@ assert math.isclose(run_lr[-1], run_cfg["lr"] * run_cfg["min_lr_ratio"])
 
 # %%
 _, grads = gpt.loss_and_grads(copy.deepcopy(params0), cmp_cfg, *batches[0])
-before = {k: float(np.linalg.norm(g)) for k, g in gpt.flatten(grads).items()}
-flat_before = np.concatenate([g.ravel() for g in gpt.flatten(grads).values()]).astype(np.float64)
+before = {k: float(np.linalg.norm(g)) for k, g in tree.flatten(grads).items()}
+flat_before = np.concatenate([g.ravel() for g in tree.flatten(grads).values()]).astype(np.float64)
 grads, total_norm = optim.clip_grad_norm(grads, 1.0)
-after = {k: float(np.linalg.norm(g)) for k, g in gpt.flatten(grads).items()}
-flat_after = np.concatenate([g.ravel() for g in gpt.flatten(grads).values()]).astype(np.float64)
+after = {k: float(np.linalg.norm(g)) for k, g in tree.flatten(grads).items()}
+flat_after = np.concatenate([g.ravel() for g in tree.flatten(grads).values()]).astype(np.float64)
 
 print(f"global norm before: {total_norm:.4f}; after: {np.linalg.norm(flat_after):.4f} (max_norm 1.0)")
 print(f"{'parameter':<22}{'norm before':>12}{'after':>10}")
@@ -596,4 +599,4 @@ assert ckpt["step"] == log["step"]
 #    $\ell / (r \ln 2)$ bits per character. Write the conversion, and use it to decide which of two models is better:
 #    a char-level model at 1.60 nats per token, or a BPE model at 4.20 nats per token with 3.0 characters per token.
 #
-# Worked solutions: `chapters/solutions/02_training.py` (checked by `tests/test_solutions_02.py`).
+# Worked solutions: `chapters/solutions/02_training.py` (checked by `tests/book/test_solutions_02.py`).

@@ -20,13 +20,13 @@
 #
 # | method | what it does here | code |
 # |---|---|---|
-# | unstructured magnitude pruning, one-shot and gradual (with fine-tuning) | zero the smallest weights; masks held fixed in AdamW | `reference/prune.py` |
-# | structured pruning of attention heads | zero a head's $W^Q, W^K, W^V$ columns and $W^O$ rows | `reference/prune.py` |
-# | weight-only int8 / int4 quantization | integer codes + scales per channel or per group | `reference/quantize.py` |
-# | quantization-aware fine-tuning | fake quantization forward, straight-through backward | `reference/qat.py` |
-# | knowledge distillation | $T^2\,\mathrm{KL} + \alpha\,\mathrm{CE}$, hand-written backward | `reference/distill.py` |
-# | the models | GPT (chapter 2), MiniLM (chapter 8) | `reference/gpt.py`, `reference/train.py`, `reference/bert.py` |
-# | checks | | `tests/test_prune.py`, `tests/test_quantize.py`, `tests/test_qat.py`, `tests/test_distill.py` |
+# | unstructured magnitude pruning, one-shot and gradual (with fine-tuning) | zero the smallest weights; masks held fixed in AdamW | `reference/compression/prune.py` |
+# | structured pruning of attention heads | zero a head's $W^Q, W^K, W^V$ columns and $W^O$ rows | `reference/compression/prune.py` |
+# | weight-only int8 / int4 quantization | integer codes + scales per channel or per group | `reference/compression/quantize.py` |
+# | quantization-aware fine-tuning | fake quantization forward, straight-through backward | `reference/compression/qat.py` |
+# | knowledge distillation | $T^2\,\mathrm{KL} + \alpha\,\mathrm{CE}$, hand-written backward | `reference/compression/distill.py` |
+# | the models | GPT (chapter 2), MiniLM (chapter 8) | `reference/models/gpt.py`, `reference/train.py`, `reference/models/bert.py` |
+# | checks | | `tests/compression/test_prune.py`, `tests/compression/test_quantize.py`, `tests/compression/test_qat.py`, `tests/compression/test_distill.py` |
 
 # %%
 import math
@@ -35,7 +35,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from book import QUICK, savefig, trained_gpt
-from reference import bert, distill, gpt, prune, qat, quantize, tokenizers, train
+from reference import tokenizers, train, tree
+from reference.compression import distill, prune, qat, quantize
+from reference.models import bert, gpt
 
 print("quick mode" if QUICK else "full mode")
 
@@ -105,8 +107,8 @@ print(f"  {gpt.n_params(dense):,} parameters, {dense['wte'].dtype}; validation l
 # %%
 masks = prune.magnitude_masks(dense, 0.5)
 pruned_once = prune.apply_masks(dense, masks)
-n_prunable = sum(W.size for n, W in gpt.flatten(dense).items() if prune.prunable(n, W))
-n_zero = sum(int((~m).sum()) for m in gpt.flatten(masks).values() if m is not None)
+n_prunable = sum(W.size for n, W in tree.flatten(dense).items() if prune.prunable(n, W))
+n_zero = sum(int((~m).sum()) for m in tree.flatten(masks).values() if m is not None)
 print(f"{n_prunable:,} prunable weights of {gpt.n_params(dense):,}; 50% asks for {round(0.5 * n_prunable):,} zeros, "
       f"the masks have {n_zero:,}")
 assert n_zero == round(0.5 * n_prunable) and prune.sparsity_of(pruned_once) == n_zero / n_prunable
@@ -114,7 +116,7 @@ assert n_zero == round(0.5 * n_prunable) and prune.sparsity_of(pruned_once) == n
 FT_STEPS = 10 if QUICK else 60
 FT_LR = 3e-4                   # a little above the 2e-4 that ends chapter 2's cosine schedule
 tuned, tuned_masks, hist = prune.gradual_prune(dense, config, train_ids, FT_STEPS, 0.5, lr=FT_LR)
-zeros_kept = all(np.all(W[~m] == 0) for W, m in zip(gpt.flatten(tuned).values(), gpt.flatten(tuned_masks).values())
+zeros_kept = all(np.all(W[~m] == 0) for W, m in zip(tree.flatten(tuned).values(), tree.flatten(tuned_masks).values())
                  if m is not None)
 print(f"gradual pruning to 50% in {FT_STEPS} steps: sparsity along the way "
       + ", ".join(f"{s:.2f}" for _, _, s in hist[::max(1, FT_STEPS // 6)])
@@ -301,7 +303,7 @@ for name, opts in SCHEMES.items():
 # vectors stay float32. The matrices' cost per weight is the code's bits plus a float32 scale shared by a block:
 # $8 + 32/K$ bits per channel of $K$ weights (int8: $K = 128$ or $512$ here, so just under 4x smaller),
 # $4 + 32/32 = 5$ bits for int4 in groups of 32 (6.4x). Codes of 2 and 3 bits are stored in a nibble here
-# (`reference/quantize.py` packs only 4-bit pairs), so the 2-bit row takes the bytes of int4 and shows only what
+# (`reference/compression/quantize.py` packs only 4-bit pairs), so the 2-bit row takes the bytes of int4 and shows only what
 # the accuracy does.
 #
 # **Which layers hurt most.** Quantize one matrix at a time, and measure the validation loss with only that matrix
@@ -360,7 +362,7 @@ print(f"{'float32':>18} {report['bytes_before']:>11,}")
 # once. QAT keeps float master weights $W$ and trains the model that computes with $\hat W$: the forward uses
 # $\hat W = \mathrm{deq}(\mathrm{q}(W))$, and the backward passes the gradient straight through the rounding (whose
 # true derivative is 0 almost everywhere), $\partial L / \partial W \approx \partial L / \partial \hat W$ inside the
-# clipping range (`quantize.fake_quant_backward`, `reference/qat.py`). For a fair comparison both get the same
+# clipping range (`quantize.fake_quant_backward`, `reference/compression/qat.py`). For a fair comparison both get the same
 # budget: the same number of steps on the same batches, the PTQ side as a float fine-tune followed by rounding.
 
 # %%
@@ -466,8 +468,8 @@ plt.show()
 # numbers differ a little from these.
 
 # %%
-csr_bytes = sum(int(m.sum()) * 8 + (m.shape[0] + 1) * 4 for m in gpt.flatten(tuned_masks).values() if m is not None)
-mat_bytes = sum(m.size * 4 for m in gpt.flatten(tuned_masks).values() if m is not None)
+csr_bytes = sum(int(m.sum()) * 8 + (m.shape[0] + 1) * 4 for m in tree.flatten(tuned_masks).values() if m is not None)
+mat_bytes = sum(m.size * 4 for m in tree.flatten(tuned_masks).values() if m is not None)
 models = {
     "dense float32": (dense, config, gpt.n_params(dense) * 4, dense_loss),
     f"pruned 50% (+{FT_STEPS} steps)": (tuned, config, gpt.n_params(tuned) * 4, finetuned[0.5]),
@@ -525,7 +527,7 @@ plt.show()
 # %% [markdown]
 # ## Exercises
 #
-# Worked solutions: `chapters/solutions/03_optimization.py` (run by `tests/test_solutions_03.py`).
+# Worked solutions: `chapters/solutions/03_optimization.py` (run by `tests/book/test_solutions_03.py`).
 #
 # 1. **Bits per weight.** A $K \times N$ matrix is quantized to $b$ bits with one float32 scale per group of $g$
 #    weights along a row. Count its bytes as `QuantizedTensor.nbytes` does, and show that the cost is

@@ -20,11 +20,11 @@
 #
 # | what | code |
 # |---|---|
-# | the decoder-only model (logits of every position) | `reference/gpt.py` |
-# | KV cache (`forward_cached`, `KVCache`), left padding, greedy / temperature / top-k / top-p sampling, beam search, post-processing | `reference/generate.py` |
+# | the decoder-only model (logits of every position) | `reference/models/gpt.py` |
+# | KV cache (`forward_cached`, `KVCache`), left padding, greedy / temperature / top-k / top-p sampling, beam search, post-processing | `reference/inference/decoding.py` |
 # | the training run that produced the model | `reference/train.py` (chapter 2) |
-# | tokenizers (characters with byte fallback; BERT's WordPiece) | `reference/tokenizers/`, `reference/wordpiece.py` |
-# | checks | `tests/test_generate.py` |
+# | tokenizers (characters with byte fallback; BERT's WordPiece) | `reference/tokenizers/`, `reference/tokenizers/wordpiece.py` |
+# | checks | `tests/inference/test_decoding.py` |
 # | the speed benchmark (`make bench`) | `bench/decode.py` |
 
 # %%
@@ -39,8 +39,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from book import QUICK, savefig, trained_gpt  # noqa: E402
-from reference import bert, gpt, softmax, tokenizers, train  # noqa: E402
-from reference import generate as gen  # noqa: E402
+from reference import tokenizers, train, tree  # noqa: E402
+from reference.inference import decoding as gen  # noqa: E402
+from reference.models import bert, gpt
+from reference.ops import softmax
 
 print("quick mode" if QUICK else "full mode")
 
@@ -264,7 +266,7 @@ assert beam1 == gen.generate(params, config, [prompts[0]], 20, temperature=0)[0]
 # sequence so far.
 
 # %%
-params64 = gpt.unflatten({k: v.astype(np.float64) for k, v in gpt.flatten(params).items()})
+params64 = tree.unflatten({k: v.astype(np.float64) for k, v in tree.flatten(params).items()})
 verse = tok.encode("In the beginning God created the heaven and the earth. And the earth was without form")
 verse = verse[:config.block_size]
 T0 = 5
@@ -416,7 +418,7 @@ assert gen.postprocess(padded, wp, special_ids=wp.special_ids) == wp.decode(wp_i
 #
 # ## Exercises
 #
-# Worked solutions: `chapters/solutions/04_inference.py` (checked by `tests/test_solutions_04.py`).
+# Worked solutions: `chapters/solutions/04_inference.py` (checked by `tests/book/test_solutions_04.py`).
 #
 # 1. **Cache memory.** Write the number of bytes of a KV cache for a batch of $B$ sequences of $T$ tokens as a
 #    function of the GPT config and the dtype, and check it against the arrays of a real `KVCache`. How large is the

@@ -22,10 +22,10 @@
 #
 # | what | code |
 # |---|---|
-# | the two tasks (verse → book, forwards or reversed), deterministic splits | `reference/textcls.py` |
-# | logistic regression: sparse bag of words, hand-written gradient, L2, fit | `reference/logreg.py` |
-# | the Transformer classifier: embeddings, positions, encoder layers, mean pooling, head | `reference/classifier.py` (layers from `reference/layers.py`) |
-# | checks | `tests/test_textcls.py`, `tests/test_logreg.py`, `tests/test_classifier.py` |
+# | the two tasks (verse → book, forwards or reversed), deterministic splits | `reference/training/textcls.py` |
+# | logistic regression: sparse bag of words, hand-written gradient, L2, fit | `reference/models/logreg.py` |
+# | the Transformer classifier: embeddings, positions, encoder layers, mean pooling, head | `reference/models/classifier.py` (layers from `reference/models/layers.py`) |
+# | checks | `tests/training/test_textcls.py`, `tests/models/test_logreg.py`, `tests/models/test_classifier.py` |
 
 # %%
 import os
@@ -40,7 +40,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from book import QUICK, savefig  # noqa: E402
-from reference import classifier, logreg, textcls  # noqa: E402
+from reference.models import classifier, logreg  # noqa: E402
+from reference.training import textcls
 
 print("quick mode" if QUICK else "full mode")
 
@@ -95,7 +96,7 @@ print(f"corpus and tasks built in {time.perf_counter() - t0:.1f} s")
 #    \frac{\partial L}{\partial b} = \sum_n \frac{\partial L}{\partial z_n}. $$
 #
 # The loss is convex, so the fit (full-batch Adam with a decaying step) finds the one minimum;
-# `tests/test_logreg.py` checks the gradient against finite differences and PyTorch, and the fit against PyTorch's
+# `tests/models/test_logreg.py` checks the gradient against finite differences and PyTorch, and the fit against PyTorch's
 # L-BFGS. Here, a live check of the gradient on real verses, and of the claim that the bag forgets order:
 
 # %%
@@ -124,13 +125,13 @@ print(f"the {half} test verses and their reversals have identical bags of words"
 # %% [markdown]
 # ## 5.3 The large model: a small Transformer encoder
 #
-# `reference/classifier.py` stacks what chapter 6 derives: token embeddings scaled by $\sqrt{C}$ plus sinusoidal
-# positions, $N$ pre-LN encoder layers (self-attention and FFN with residuals, `reference/layers.py`), a final
+# `reference/models/classifier.py` stacks what chapter 6 derives: token embeddings scaled by $\sqrt{C}$ plus sinusoidal
+# positions, $N$ pre-LN encoder layers (self-attention and FFN with residuals, `reference/models/layers.py`), a final
 # LayerNorm, the mean over the verse's real tokens, and one linear layer to the $K$ logits. Padding is hidden from
 # attention and from the mean. The positions are the only place where order enters; without them, attention and the
 # mean are permutation-invariant and the model would see a bag of words too (exercise 1).
 #
-# "Large" is relative: $C = 32$, 2 heads, 2 layers, FFN width 64, trained with AdamW (`reference/optim.py`) on
+# "Large" is relative: $C = 32$, 2 heads, 2 layers, FFN width 64, trained with AdamW (`reference/training/optim.py`) on
 # mini-batches of 32. Its parameters are eight times the logistic regression's, and most of them are the embedding
 # table. Each training run keeps the checkpoint with the best dev accuracy; each logistic regression picks its
 # $\lambda$ from $\{10^{-4}, 10^{-3}, 10^{-2}\}$ on the same dev set. Neither ever sees the test set until it is
@@ -287,4 +288,4 @@ plt.show()
 # 3. What does the logistic regression look at? Fit it on the book task's whole pool and list, for each book, the
 #    words with the largest weights.
 #
-# Worked solutions: `chapters/solutions/05_traditional_vs_large.py` (checked by `tests/test_solutions_05.py`).
+# Worked solutions: `chapters/solutions/05_traditional_vs_large.py` (checked by `tests/book/test_solutions_05.py`).

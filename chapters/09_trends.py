@@ -22,10 +22,10 @@
 #
 # | what | code |
 # |---|---|
-# | five wirings of a deep stack, forward and backward, gradient norms by layer | `reference/depth.py`, `tests/test_depth.py` |
-# | a timed training run (clipping optional), the power-law fit | `reference/scaling.py`, `tests/test_scaling.py` |
-# | the GPT, the optimizers, clipping, the compute formula | `reference/gpt.py`, `reference/optim.py`, `reference/scale.py` |
-# | the corpus and its tokenizer (KJV Bible, characters) | `reference/data.py`, `reference/train.py` (`build_data`) |
+# | five wirings of a deep stack, forward and backward, gradient norms by layer | `reference/studies/depth.py`, `tests/studies/test_depth.py` |
+# | a timed training run (clipping optional), the power-law fit | `reference/studies/scaling_law.py`, `tests/studies/test_scaling_law.py` |
+# | the GPT, the optimizers, clipping, the compute formula | `reference/models/gpt.py`, `reference/training/optim.py`, `reference/studies/counting.py` |
+# | the corpus and its tokenizer (KJV Bible, characters) | `reference/training/data.py`, `reference/train.py` (`build_data`) |
 
 # %%
 import os
@@ -37,18 +37,20 @@ import time  # noqa: E402
 import warnings  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 from book import QUICK, savefig  # noqa: E402
-from reference import depth, gpt, scale, scaling, train  # noqa: E402
+from reference import train  # noqa: E402
+from reference.models import gpt
+from reference.studies import counting, depth, scaling_law
 
 print("quick mode" if QUICK else "full mode")
 
 # %% [markdown]
 # ## 9.1 Vanishing and exploding gradients through depth
 #
-# A block holds two sublayers, self-attention and the FFN (chapter 6). `reference/depth.py` wraps each sublayer $S$
+# A block holds two sublayers, self-attention and the FFN (chapter 6). `reference/studies/depth.py` wraps each sublayer $S$
 # in one of five ways:
 #
 # | variant | one sublayer | backward $dx$ | |
@@ -64,8 +66,8 @@ print("quick mode" if QUICK else "full mode")
 # product touches. What these do together is easier to measure than to guess. At initialisation, with an input
 # $x_0 \sim \mathcal N(0, 1)$ and a fixed random gradient $G$ arriving at the top, `gradient_norms_by_layer` returns
 # $\|\partial \ell / \partial x_l\|$ at every block's input and the norm of every block's parameter gradients.
-# The post-LN and pre-LN blocks are the encoder layer of `reference/layers.py`, operation for operation
-# (`tests/test_depth.py` checks both against it, and every variant against finite differences).
+# The post-LN and pre-LN blocks are the encoder layer of `reference/models/layers.py`, operation for operation
+# (`tests/studies/test_depth.py` checks both against it, and every variant against finite differences).
 #
 # Two initialisations: Xavier (every matrix $\mathcal N(0, 2/(n_{in}+n_{out}))$, as common implementations of the
 # original Transformer) and GPT-2's (std 0.02; the projections into the residual stream 0.02/$\sqrt{2L}$).
@@ -137,7 +139,7 @@ plt.show()
 #   ReLU zeroes half of the FFN's units; attention with near-uniform weights averages the positions), so
 #   $\|dx_0\|$ falls by orders of magnitude in a few dozen blocks. Under GPT-2's small init it falls by about
 #   $10^{-5}$ per block, and in float32 the gradient at the input is exactly 0 after 24 blocks
-#   (`tests/test_depth.py` checks it): no learning rate can recover it.
+#   (`tests/studies/test_depth.py` checks it): no learning rate can recover it.
 # - **`residual` without a norm explodes.** $x + S(x)$ adds variance in every sublayer, the forward signal grows
 #   geometrically and the gradient with it: $\|dx_0\|$ is many orders of magnitude larger than the top's.
 # - **With LayerNorm, neither.** `ln`, `post_ln` and `pre_ln` keep $\|dx_0\|/\|dx_L\|$ within an order of
@@ -177,7 +179,7 @@ for opt, lr in (("sgd", 1.0), ("adamw", 0.1)):
     for clip in (None, 1.0):
         with warnings.catch_warnings():   # the unclipped SGD run overflows on its way to NaN (in worker threads too)
             warnings.simplefilter("ignore", RuntimeWarning)
-            clip_runs[opt, clip] = scaling.train_run(clip_config, train_ids, val_ids, CLIP_STEPS, 16, lr,
+            clip_runs[opt, clip] = scaling_law.train_run(clip_config, train_ids, val_ids, CLIP_STEPS, 16, lr,
                                                      optimizer=opt, min_lr_ratio=1.0, grad_clip=clip,
                                                      eval_batches=4 if QUICK else 8)
 print(f"{'optimizer':>9} {'lr':>5} {'clip':>5} {'diverged at':>11} {'max |g|':>10} {'last train loss':>15} "
@@ -226,7 +228,7 @@ plt.show()
 # in the number of non-embedding parameters: $L(N) \approx (N_c/N)^{\alpha_N}$ with $\alpha_N \approx 0.076$, a
 # straight line on log-log axes. Here, a small version: GPTs of five sizes, each trained on the **same number of
 # tokens** (the same steps, batch and context), the same learning-rate schedule, and their validation loss on the
-# held-out end of the New Testament. `scaling.fit_power_law` fits $\log L = a + b \log N$ by least squares.
+# held-out end of the New Testament. `scaling_law.fit_power_law` fits $\log L = a + b \log N$ by least squares.
 
 # %%
 SIZES = [(1, 32, 2), (2, 48, 4)] if QUICK else [(1, 32, 2), (2, 48, 4), (3, 64, 4), (4, 80, 4), (4, 112, 4)]
@@ -237,7 +239,7 @@ print(f"token budget per model: {SWEEP_STEPS} steps x {BATCH} x {CONTEXT} = {bud
 sweep = []
 for L, d, H in SIZES:
     config = gpt.GPTConfig(vocab_size=tokenizer.vocab_size, block_size=CONTEXT, n_layer=L, n_head=H, d_model=d)
-    r = scaling.train_run(config, train_ids, val_ids, SWEEP_STEPS, BATCH, LR, warmup=WARMUP,
+    r = scaling_law.train_run(config, train_ids, val_ids, SWEEP_STEPS, BATCH, LR, warmup=WARMUP,
                           eval_every=SWEEP_STEPS // 2, eval_batches=4 if QUICK else 16)
     n_embed = r["params"]["wte"].size + r["params"]["wpe"].size
     sweep.append({"L": L, "d": d, "N": r["n_params"] - n_embed, "n_matmul": r["n_matmul"], "tokens": r["tokens"],
@@ -246,7 +248,7 @@ for L, d, H in SIZES:
           f"at step {r['val'][0][0]}, {sweep[-1]['val']:.4f} at the end; {r['seconds']:.1f} s")
 N = np.array([s["N"] for s in sweep], dtype=float)
 val_loss = np.array([s["val"] for s in sweep])
-a, b, r2 = scaling.fit_power_law(N, val_loss)
+a, b, r2 = scaling_law.fit_power_law(N, val_loss)
 print(f"fit: L(N) = {np.exp(a):.3f} * N^({b:.4f}),  alpha_N = {-b:.4f},  R^2 = {r2:.3f}")
 if not QUICK:
     assert b < 0 and r2 > 0.8
@@ -257,17 +259,17 @@ if not QUICK:
 #
 # Chapter 1's estimate: training costs $C \approx 6ND$ FLOPs (2 per parameter per token forward, 4 backward). For
 # these small models the tied output head is a real matmul per token, so $N$ here counts the blocks and the head
-# (`scaling.matmul_params`); attention's scores and weighted sum add $6 \cdot 2LTd \cdot \tfrac12$ per token under a
-# causal mask (`scale.flops_per_token`), a visible share at $d = 32$ with $T = 64$. The achieved rate is $C$ over
+# (`scaling_law.matmul_params`); attention's scores and weighted sum add $6 \cdot 2LTd \cdot \tfrac12$ per token under a
+# causal mask (`counting.flops_per_token`), a visible share at $d = 32$ with $T = 64$. The achieved rate is $C$ over
 # the measured wall time of the training steps (evaluation excluded). The machine: one BLAS thread on a 2-core CPU
 # that was shared with other jobs while this ran (its load average is printed), NumPy float32.
 
 # %%
 for s in sweep:
-    shape = scale.DecoderShape(n_layer=s["L"], d_model=s["d"], n_head=s["config"].n_head, n_ctx=CONTEXT,
+    shape = counting.DecoderShape(n_layer=s["L"], d_model=s["d"], n_head=s["config"].n_head, n_ctx=CONTEXT,
                                vocab_size=tokenizer.vocab_size)
-    s["C_6ND"] = scale.training_flops(s["n_matmul"], s["tokens"])
-    s["C_attn"] = 3 * scale.flops_per_token(shape, n_params=s["n_matmul"]) * s["tokens"]
+    s["C_6ND"] = counting.training_flops(s["n_matmul"], s["tokens"])
+    s["C_attn"] = 3 * counting.flops_per_token(shape, n_params=s["n_matmul"]) * s["tokens"]
     s["rate"] = s["C_6ND"] / s["seconds"]
 print(f"{'L':>2} {'d':>4} {'N (matmul)':>11} {'6ND':>9} {'+attention':>11} {'seconds':>8} {'GFLOP/s (6ND)':>14}")
 for s in sweep:
@@ -293,7 +295,7 @@ print(f"at {rate / 1e9:.1f} GFLOP/s, GPT-3's 3.14e23 training FLOPs would take {
 fig, ax = plt.subplots(1, 2, figsize=(12, 4.2))
 ax[0].loglog(N, val_loss, "o", ms=7, label="measured")
 grid = np.geomspace(N.min() / 1.5, N.max() * 1.5, 50)
-ax[0].loglog(grid, scaling.power_law(grid, a, b), "--", label=rf"fit $L \propto N^{{{b:.3f}}}$ ($R^2$ = {r2:.2f})")
+ax[0].loglog(grid, scaling_law.power_law(grid, a, b), "--", label=rf"fit $L \propto N^{{{b:.3f}}}$ ($R^2$ = {r2:.2f})")
 for s in sweep:
     ax[0].annotate(f"L={s['L']}, d={s['d']}", (s["N"], s["val"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
 ax[0].set_xlabel("non-embedding parameters N")
@@ -351,9 +353,9 @@ plt.show()
 #    and that multiplying every step's gradient by the same constant leaves Adam's updates unchanged. Why, then,
 #    did clipping hardly change the AdamW run of 9.2, and when does it change Adam's update at all?
 # 2. The fit of 9.3 has no floor. Fit $L(N) = E + A N^{b}$ instead (a grid over $E$, then the line of
-#    `scaling.fit_power_law` on $L - E$), check on synthetic data that it recovers $E$, $A$ and $b$, and apply it to
+#    `scaling_law.fit_power_law` on $L - E$), check on synthetic data that it recovers $E$, $A$ and $b$, and apply it to
 #    the sweep. Why are three parameters from five points loosely determined?
 # 3. At the rate measured in 9.4, how long would one epoch of the KJV (3.7 M characters) take for a
 #    0.5 M-parameter model, and how long would GPT-3's 3.14e23 training FLOPs take on this machine?
 #
-# Worked solutions: `chapters/solutions/09_trends.py` (checked by `tests/test_solutions_09.py`).
+# Worked solutions: `chapters/solutions/09_trends.py` (checked by `tests/book/test_solutions_09.py`).

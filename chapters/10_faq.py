@@ -7,16 +7,16 @@
 #
 # | question | chapters | code |
 # |---|---|---|
-# | What distinguishes large models from small ones? | 1, 5, 9 | `reference/scale.py`, `reference/logreg.py`, `reference/classifier.py` |
-# | How to choose a suitable large model? | 1, 3 | `reference/scale.py`, `reference/quantize.py` |
-# | How to train a large model? | 2, 6, 9 | `reference/train.py`, `reference/optim.py`, `reference/gpt.py` |
-# | How to use a large model? | 4, 8 | `reference/generate.py`, `reference/bert.py`, `reference/summarize.py` |
-# | What are the trends? | 1, 9 | `reference/scale.py`, `reference/scaling.py` |
-# | What are the challenges? | 3, 7, 9 | `reference/prune.py`, `reference/quantize.py`, `kernels/`, `reference/depth.py` |
+# | What distinguishes large models from small ones? | 1, 5, 9 | `reference/studies/counting.py`, `reference/models/logreg.py`, `reference/models/classifier.py` |
+# | How to choose a suitable large model? | 1, 3 | `reference/studies/counting.py`, `reference/compression/quantize.py` |
+# | How to train a large model? | 2, 6, 9 | `reference/train.py`, `reference/training/optim.py`, `reference/models/gpt.py` |
+# | How to use a large model? | 4, 8 | `reference/inference/decoding.py`, `reference/models/bert.py`, `reference/inference/summarizer.py` |
+# | What are the trends? | 1, 9 | `reference/studies/counting.py`, `reference/studies/scaling_law.py` |
+# | What are the challenges? | 3, 7, 9 | `reference/compression/prune.py`, `reference/compression/quantize.py`, `kernels/`, `reference/studies/depth.py` |
 
 # %%
 from book import QUICK
-from reference import scale
+from reference.studies import counting
 
 print("quick mode" if QUICK else "full mode")
 
@@ -28,9 +28,9 @@ print("quick mode" if QUICK else "full mode")
 # grows like $12Ld^2$:
 
 # %%
-small = scale.DecoderShape(n_layer=4, d_model=128, n_head=4, n_ctx=128, vocab_size=319)  # chapter 2's default model
-n_small = scale.param_count(small)["total"]
-n_gpt3 = scale.param_count(scale.GPT3_175B)["total"]
+small = counting.DecoderShape(n_layer=4, d_model=128, n_head=4, n_ctx=128, vocab_size=319)  # chapter 2's default model
+n_small = counting.param_count(small)["total"]
+n_gpt3 = counting.param_count(counting.GPT3_175B)["total"]
 print(f"chapter 2's model: {n_small:,} parameters; GPT-3: {n_gpt3:,} ({n_gpt3 / n_small:,.0f} times more)")
 assert n_gpt3 / n_small > 1e5
 
@@ -54,10 +54,10 @@ for bits_name, bytes_per_param in (("bfloat16", 2), ("int8", 1), ("int4", 0.5)):
 # ## Q3. 如何训练大模型？ How to train a large model?
 #
 # The material lists four steps: preprocessing, initialisation, gradient descent, iteration. Chapter 2 runs all
-# four for real on the King James Bible with a NumPy GPT whose backward pass is written by hand (`reference/gpt.py`)
-# and checked against PyTorch and finite differences (`tests/test_gpt.py`). The details that make it work at depth
+# four for real on the King James Bible with a NumPy GPT whose backward pass is written by hand (`reference/models/gpt.py`)
+# and checked against PyTorch and finite differences (`tests/models/test_gpt.py`). The details that make it work at depth
 # (residual connections, LayerNorm placement, scaled initialisation, warmup, clipping) are chapter 6.7 and chapter 9;
-# checkpoints that survive a crash and resume bit-identically are `reference/checkpoint.py`.
+# checkpoints that survive a crash and resume bit-identically are `reference/training/checkpoint.py`.
 #
 # ## Q4. 如何使用大模型？ How to use a large model?
 #
@@ -92,4 +92,4 @@ for bits_name, bytes_per_param in (("bfloat16", 2), ("int8", 1), ("int4", 0.5)):
 # 2. The same model has 32 layers and $d_{model} = 4096$. How many tokens of KV cache (bfloat16) fit in the memory
 #    left on one 80 GiB accelerator after its bfloat16 weights?
 #
-# Worked solutions: `chapters/solutions/10_faq.py` (checked by `tests/test_solutions_10.py`).
+# Worked solutions: `chapters/solutions/10_faq.py` (checked by `tests/book/test_solutions_10.py`).

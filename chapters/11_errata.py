@@ -10,24 +10,24 @@
 # |---|---|---|---|---|
 # | 1 | §3.1 item 4 | "层ORMAL化" | 层归一化 (layer normalisation) | the text |
 # | 2 | §3.1 item 4, §3.2.5 | LayerNorm "regularises the model, reduces overfitting" | it normalises each token's features, for stable and fast training | chapter 6.1, 6.6 |
-# | 3 | §3.2.2 | $W^O$ among "each head's parameter matrices" | one $W^O \in \mathbb{R}^{h d_v \times d_{model}}$ after the concatenation | `reference/multihead.py`, `tests/test_multihead.py` |
-# | 4 | §3.2.3 | $P(pos) = \sin(pos / 10000^{2/d_p})^{2048}$, "sine or log-sine form" | $PE_{(pos,2i)} = \sin(pos/10000^{2i/d})$, $PE_{(pos,2i+1)} = \cos(\cdot)$ | 11.3 below, `tests/test_as_written.py`, `ch06_as_written_failures.png` |
-# | 5 | §3.2.4 | $F(x) = \mathrm{ReLU}(W_2\,\sigma(W_1x+b_1)+b_2)$ | $\mathrm{FFN}(x) = \max(0, xW_1+b_1)W_2+b_2$ | 11.4, `tests/test_as_written.py` |
-# | 6 | §3.2.5 | $\gamma\,(x+\beta)/\sqrt{d}$ | $\gamma \odot (x-\mu)/\sqrt{\sigma^2+\epsilon} + \beta$ | 11.5, `tests/test_as_written.py`, `ch06_layernorm_activations.png` |
-# | 7 | §3.3 | five steps with no residual connection, one LayerNorm at the very end, no decoder | $x + \mathrm{Sublayer}(x)$ then LayerNorm around *every* sublayer; encoder and decoder stacks | 11.6, chapter 6.7, `reference/layers.py` |
-# | 8 | §4 | `BertModel` + `outputs.logits` + `torch.argmax(..., dim=1)` "generates a summary" | `BertModel` has no logits, `torch` is never imported, `dim=1` is the position axis, and an encoder does not generate | chapter 8, `tests/test_summarize.py` |
+# | 3 | §3.2.2 | $W^O$ among "each head's parameter matrices" | one $W^O \in \mathbb{R}^{h d_v \times d_{model}}$ after the concatenation | `reference/ops/multihead.py`, `tests/ops/test_multihead.py` |
+# | 4 | §3.2.3 | $P(pos) = \sin(pos / 10000^{2/d_p})^{2048}$, "sine or log-sine form" | $PE_{(pos,2i)} = \sin(pos/10000^{2i/d})$, $PE_{(pos,2i+1)} = \cos(\cdot)$ | 11.3 below, `tests/ops/test_as_written.py`, `ch06_as_written_failures.png` |
+# | 5 | §3.2.4 | $F(x) = \mathrm{ReLU}(W_2\,\sigma(W_1x+b_1)+b_2)$ | $\mathrm{FFN}(x) = \max(0, xW_1+b_1)W_2+b_2$ | 11.4, `tests/ops/test_as_written.py` |
+# | 6 | §3.2.5 | $\gamma\,(x+\beta)/\sqrt{d}$ | $\gamma \odot (x-\mu)/\sqrt{\sigma^2+\epsilon} + \beta$ | 11.5, `tests/ops/test_as_written.py`, `ch06_layernorm_activations.png` |
+# | 7 | §3.3 | five steps with no residual connection, one LayerNorm at the very end, no decoder | $x + \mathrm{Sublayer}(x)$ then LayerNorm around *every* sublayer; encoder and decoder stacks | 11.6, chapter 6.7, `reference/models/layers.py` |
+# | 8 | §4 | `BertModel` + `outputs.logits` + `torch.argmax(..., dim=1)` "generates a summary" | `BertModel` has no logits, `torch` is never imported, `dim=1` is the position axis, and an encoder does not generate | chapter 8, `tests/inference/test_summarizer.py` |
 # | 9 | §4 | `pip install transformers` | the code also needs PyTorch (`torch`) | chapter 8 |
 # | 10 | references [3] | Radford, Vaswani, Salimans, Sutskever (2018), "Imagenet classication with transformers", arXiv:1811.08107 | Radford, Narasimhan, Salimans, Sutskever (2018), "Improving Language Understanding by Generative Pre-Training", an OpenAI report (GPT-1) | 11.7 |
 # | 11 | references [4] | Brown, Ko, Lloret, Liu, Radford, Salimans, Zhang (2020), "Language models are unsupervised multitask learners", NeurIPS pp. 10239–10249 | two papers merged: Radford et al. (2019), "Language Models are Unsupervised Multitask Learners" (GPT-2, an OpenAI report); Brown et al. (2020), "Language Models are Few-Shot Learners" (GPT-3, NeurIPS 33) | 11.7 |
 #
-# The code of every as-written formula is `reference/as_written.py`; nothing in the models uses it.
+# The code of every as-written formula is `reference/ops/as_written.py`; nothing in the models uses it.
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 
 from book import QUICK, savefig
-from reference import as_written, ffn, layernorm
+from reference.ops import as_written, ffn, layernorm
 
 rng = np.random.default_rng(0)
 print("quick mode" if QUICK else "full mode")
@@ -47,8 +47,8 @@ print("quick mode" if QUICK else "full mode")
 # > $W^Q_i, W^K_i, W^V_i, W^O$ 是各自注意力头的参数矩阵。 ("... are each attention head's parameter matrices.")
 #
 # The projections $W^Q_i, W^K_i, W^V_i$ are per head, but $W^O$ is applied once, to the concatenation of all heads:
-# its row block $i$ multiplies head $i$, and every output feature mixes all heads. `reference/multihead.py` holds one
-# `Wo` of shape `(d_model, d_model)`, and `tests/test_multihead.py` checks it against PyTorch's
+# its row block $i$ multiplies head $i$, and every output feature mixes all heads. `reference/ops/multihead.py` holds one
+# `Wo` of shape `(d_model, d_model)`, and `tests/ops/test_multihead.py` checks it against PyTorch's
 # `nn.MultiheadAttention`, whose `out_proj` is likewise one matrix.
 #
 # ## 11.3 The positional encoding (erratum 4)
@@ -181,7 +181,7 @@ plt.show()
 # Chapter 8 runs the material's code against the local MiniLM model and shows each failure as it happens: the
 # missing `import torch` (a `NameError`), the missing `.logits` on `BertModel` (an `AttributeError`), what
 # `argmax(dim=1)` would pick if a tensor were there (positions, not tokens), and why an encoder cannot generate a
-# summary. It then builds the correct extractive summariser from the NumPy BERT (`reference/summarize.py`).
+# summary. It then builds the correct extractive summariser from the NumPy BERT (`reference/inference/summarizer.py`).
 #
 # ## Exercises
 #
@@ -191,4 +191,4 @@ plt.show()
 #    $\gamma = 1$, and the Jacobian of the correct LayerNorm at a given $x$. Which one can map two rows with different
 #    means and scales to the same output?
 #
-# Worked solutions: `chapters/solutions/11_errata.py` (checked by `tests/test_solutions_11.py`).
+# Worked solutions: `chapters/solutions/11_errata.py` (checked by `tests/book/test_solutions_11.py`).

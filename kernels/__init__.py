@@ -1,7 +1,7 @@
 """Triton kernels for attention, LayerNorm and the FFN, each with a torch.autograd.Function wrapper.
 
 They run natively on a CUDA GPU, or in Triton's CPU interpreter when ``TRITON_INTERPRET=1`` is set before this
-package is imported. NumPy twins: ``reference/attention.py``, ``reference/layernorm.py``, ``reference/ffn.py``.
+package is imported. NumPy twins: ``reference/ops/attention.py``, ``reference/ops/layernorm.py``, ``reference/ops/ffn.py``.
 """
 from .attention import flash_attention
 from .ffn import fused_ffn

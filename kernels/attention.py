@@ -14,9 +14,9 @@ Backward, no atomics, three kernels:
    :math:`dV = P^\top dO` and :math:`dK = s\,dS^\top Q` with :math:`dS = P \odot (dO V^\top - \delta)`;
 3. one program per query block: loop over the key blocks and accumulate :math:`dQ = s\,dS K`.
 
-``causal`` is ``reference.attention.causal_mask``: bottom-right aligned, query i sees key j iff
+``causal`` is ``reference.ops.attention.causal_mask``: bottom-right aligned, query i sees key j iff
 j <= i + T_k - T_q. A query row that sees no key (T_q > T_k) gets output 0, L = -inf and zero gradients.
-NumPy twin: ``reference/attention.py`` (``forward_blocked`` / ``backward_blocked`` run the same algorithm).
+NumPy twin: ``reference/ops/attention.py`` (``forward_blocked`` / ``backward_blocked`` run the same algorithm).
 """
 import math
 
@@ -359,7 +359,7 @@ def flash_attention(q, k, v, causal=False, sm_scale=None):
     k, v : torch.Tensor, shape (B, H, T_k, d)
         Same dtype and device as ``q``; T_k may differ from T_q.
     causal : bool
-        Bottom-right aligned mask: query i sees key j iff j <= i + T_k - T_q (``reference.attention.causal_mask``).
+        Bottom-right aligned mask: query i sees key j iff j <= i + T_k - T_q (``reference.ops.attention.causal_mask``).
         A query that sees no key gets output 0 and zero gradients.
     sm_scale : float, optional
         The scale s of the scores; 1 / sqrt(d) by default.

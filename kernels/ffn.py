@@ -12,7 +12,7 @@ with :math:`\phi` = ReLU, GELU (erf) or GELU (tanh approximation). Backward, fro
 One GEMM kernel does all six products: transposes are only swapped strides, and the epilogue is chosen by a
 compile-time flag (bias + activation, bias, or times :math:`\phi'(Z)`). Bias gradients are column sums of the B
 operand, which the ``X^T dZ`` and ``H^T dY`` GEMMs load anyway, so the programs of the first row of tiles add them up
-as they go. NumPy twin: ``reference/ffn.py``.
+as they go. NumPy twin: ``reference/ops/ffn.py``.
 """
 import torch
 import triton

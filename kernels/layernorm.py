@@ -8,7 +8,7 @@ Forward: one program per row; it saves the row's mean and rstd ``r`` in float32 
 Backward, two stages and no locks: ``G`` programs each take the rows ``g, g + G, g + 2G, ...``, write their ``dx``
 and keep running float32 sums of ``dy * xhat`` (dgamma) and ``dy`` (dbeta) in registers; each writes its partial
 sums to row ``g`` of a (G, N) float32 buffer, and a second kernel sums the G rows per column.
-NumPy twin: ``reference/layernorm.py``.
+NumPy twin: ``reference/ops/layernorm.py``.
 """
 import torch
 import triton

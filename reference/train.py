@@ -1,4 +1,4 @@
-"""Train the GPT of ``reference/gpt.py`` on the King James Bible, in NumPy, with the hand-written backward pass.
+"""Train the GPT of ``reference/models/gpt.py`` on the King James Bible, in NumPy, with the hand-written backward pass.
 
     python -m reference.train                       # the "small" config: char-level, a few minutes on 2 cores
     python -m reference.train --config medium       # byte-level BPE, bigger model
@@ -28,7 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from reference import checkpoint, cross_entropy, data, generate, gpt, optim, tokenizers
+from reference import tokenizers
+from reference.inference import decoding
+from reference.models import gpt
+from reference.ops import cross_entropy
+from reference.training import checkpoint, data, optim
 
 # Named configurations. "small" is the default: char-level, 850 k parameters, 800 steps of 16 x 128 characters.
 # Measured: validation loss 1.72 nats per character, in 15 min on 2 CPU cores that 5-10 other jobs were sharing
@@ -181,7 +185,7 @@ def samples(params, config, tokenizer, run, temperature=0.8):
     stop = tokenizer.encode("\n")
     prompts = [tokenizer.encode(p) for p in SAMPLE_PROMPTS]
     max_len = max(len(p) for p in prompts)
-    new = generate.generate(params, config, prompts, max_new_tokens=config.block_size - max_len + 1,
+    new = decoding.generate(params, config, prompts, max_new_tokens=config.block_size - max_len + 1,
                             temperature=temperature, stop_tokens=stop[:1], rng=run["seed"])
     return [tokenizer.decode(p + n).rstrip("\n") for p, n in zip(prompts, new)]
 

@@ -1,10 +1,10 @@
 r"""Worked solutions to the exercises of chapter 1 ("Background: what makes a model large").
 
-``tests/test_solutions_01.py`` checks each one, the first against an actual model of ``reference/transformer.py``.
+``tests/book/test_solutions_01.py`` checks each one, the first against an actual model of ``reference/models/transformer.py``.
 """
 import math
 
-from reference import scale
+from reference.studies import counting
 
 
 def encoder_decoder_params(n_layers, d_model, d_ff, src_vocab, tgt_vocab=None, norm="post"):
@@ -52,4 +52,4 @@ def kv_cache_bytes(shape, n_tokens, bytes_per_value=2, batch=1):
 
 
 def gpt3_kv_cache_gib():
-    return kv_cache_bytes(scale.GPT3_175B, 2048) / 2**30
+    return kv_cache_bytes(counting.GPT3_175B, 2048) / 2**30

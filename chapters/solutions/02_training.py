@@ -1,13 +1,13 @@
 r"""Worked solutions to the exercises of chapter 2 ("Training: data, initialisation, gradient descent, iteration").
 
-``tests/test_solutions_02.py`` checks each one, the first against ``reference/optim.py`` and the second against
+``tests/book/test_solutions_02.py`` checks each one, the first against ``reference/training/optim.py`` and the second against
 ``optim.noam``.
 """
 import math
 
 import numpy as np
 
-from reference import optim
+from reference.training import optim
 
 
 def first_adam_update(g, lr, eps=0.0):

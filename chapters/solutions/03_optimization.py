@@ -1,6 +1,6 @@
 r"""Worked solutions to the exercises of chapter 3 ("Model optimization").
 
-``tests/test_solutions_03.py`` runs every function here against ``reference/``, so the solutions stay right as the
+``tests/book/test_solutions_03.py`` runs every function here against ``reference/``, so the solutions stay right as the
 reference changes. Each function answers one exercise; its docstring gives the reasoning.
 """
 import numpy as np
@@ -59,7 +59,7 @@ def logit_matching_grad(zs, zt):
     For large :math:`T`, :math:`e^{z/T} = 1 + z/T + O(T^{-2})`, so
     :math:`\mathrm{softmax}(z/T)_v = \frac{1 + z_v/T}{V + \sum_w z_w/T} + O(T^{-2})
     = \frac{1}{V}\big(1 + (z_v - \bar z)/T\big) + O(T^{-2})`. The soft term's gradient is
-    :math:`T\,(p^s - p^t)` (module docstring of ``reference/distill.py``), hence
+    :math:`T\,(p^s - p^t)` (module docstring of ``reference/compression/distill.py``), hence
 
     .. math:: T\,(p^s - p^t) = \frac{1}{V}\big((z^s - \bar z^s) - (z^t - \bar z^t)\big) + O(1/T),
 

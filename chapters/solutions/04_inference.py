@@ -1,11 +1,11 @@
 r"""Worked solutions to the exercises of chapter 4 ("Inference: from a prompt to text").
 
-``tests/test_solutions_04.py`` checks each one against ``reference/generate.py``.
+``tests/book/test_solutions_04.py`` checks each one against ``reference/inference/decoding.py``.
 """
 import numpy as np
 
-from reference import generate as gen
-from reference import softmax
+from reference.inference import decoding as gen
+from reference.ops import softmax
 
 
 def kv_cache_bytes(config, batch, n_tokens, dtype=np.float32):
@@ -23,7 +23,7 @@ def kv_cache_bytes(config, batch, n_tokens, dtype=np.float32):
 
 
 def cache_array_bytes(cache):
-    """The bytes actually held by the keys and values of a :class:`reference.generate.KVCache`."""
+    """The bytes actually held by the keys and values of a :class:`reference.inference.decoding.KVCache`."""
     return sum(k.nbytes + v.nbytes for k, v in zip(cache.k, cache.v))
 
 

@@ -1,10 +1,10 @@
 r"""Worked solutions to the exercises of chapter 5 ("Traditional machine learning vs large models").
 
-``tests/test_solutions_05.py`` runs each one on the chapter's tasks (``reference/textcls.py``).
+``tests/book/test_solutions_05.py`` runs each one on the chapter's tasks (``reference/training/textcls.py``).
 """
 import numpy as np
 
-from reference import classifier, logreg
+from reference.models import classifier, logreg
 
 
 def blind_transformer_on_pairs(task, n_pairs=200, seed=0):

@@ -1,11 +1,11 @@
 r"""Worked solutions to the exercises of chapter 6 ("The Transformer, equation by equation").
 
-``tests/test_solutions_06.py`` runs every function here against ``reference/``, so the solutions stay right as the
+``tests/book/test_solutions_06.py`` runs every function here against ``reference/``, so the solutions stay right as the
 reference changes. Each function answers one exercise; its docstring gives the reasoning.
 """
 import numpy as np
 
-from reference import layernorm, positional, softmax
+from reference.ops import layernorm, positional, softmax
 
 
 def softmax_jacobian(p):

@@ -1,6 +1,6 @@
 r"""Worked solutions to the exercises of chapter 7 ("From equations to kernels").
 
-``tests/test_solutions_07.py`` runs every function here against ``reference/``, so the solutions stay right as the
+``tests/book/test_solutions_07.py`` runs every function here against ``reference/``, so the solutions stay right as the
 reference changes. Each function answers one exercise; its docstring gives the reasoning. NumPy only: the
 algorithms are the kernels', written so that they can be checked in float64.
 """
@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from reference import activations, attention
+from reference.ops import activations, attention
 
 
 def merge_partial_attention(outs, lses):

@@ -1,16 +1,17 @@
 r"""Worked solutions to the exercises of chapter 8 ("A worked example, made correct").
 
-``tests/test_solutions_08.py`` checks each one.
+``tests/book/test_solutions_08.py`` checks each one.
 """
 import numpy as np
 
-from reference import bert, summarize
+from reference.inference import summarizer
+from reference.models import bert
 
 
 def mmr_select(E, k, lam=0.7):
     r"""Exercise 1: maximal marginal relevance (Carbonell and Goldstein, 1998) over unit sentence vectors.
 
-    Relevance is the centroid score of ``reference/summarize.py``, :math:`s_i = e_i^\top c / \lVert c\rVert`.
+    Relevance is the centroid score of ``reference/inference/summarizer.py``, :math:`s_i = e_i^\top c / \lVert c\rVert`.
     Sentences are picked one at a time; the next is
 
     .. math:: \arg\max_{i \notin S}\ \lambda\, s_i - (1 - \lambda) \max_{j \in S} e_i^\top e_j
@@ -32,7 +33,7 @@ def mmr_select(E, k, lam=0.7):
         raise ValueError(f"lam: expected a value in [0, 1], got {lam!r}")
     E = np.asarray(E, dtype=np.float64)
     N = E.shape[0]
-    relevance = summarize.centrality(E, "centroid")                         # (N,)
+    relevance = summarizer.centrality(E, "centroid")                         # (N,)
     S = E @ E.T                                                             # (N, N) cosines
     picked = []
     redundancy = np.zeros(N)                                                # (N,) max cosine to the picked

@@ -1,14 +1,14 @@
-"""Worked solutions to the exercises of chapter 10 ("FAQ"), checked by ``tests/test_solutions_10.py``."""
+"""Worked solutions to the exercises of chapter 10 ("FAQ"), checked by ``tests/book/test_solutions_10.py``."""
 import math
 
-from reference import scale
+from reference.studies import counting
 
 GIB = 2**30
 
 
 def accelerators_for_training_state(n_params=7e9, device_gib=80):
     """Exercise 1: 16 bytes per parameter in mixed precision with Adam: 7e9 * 16 B = 104 GiB -> 2 devices."""
-    state = scale.training_memory(n_params, weights="bfloat16", master_weights="float32")["total"]
+    state = counting.training_memory(n_params, weights="bfloat16", master_weights="float32")["total"]
     return math.ceil(state / (device_gib * GIB))
 
 

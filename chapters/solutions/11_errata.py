@@ -1,9 +1,9 @@
-r"""Worked solutions to the exercises of chapter 11 ("Errata"), checked by ``tests/test_solutions_11.py``."""
+r"""Worked solutions to the exercises of chapter 11 ("Errata"), checked by ``tests/book/test_solutions_11.py``."""
 import math
 
 import numpy as np
 
-from reference import layernorm
+from reference.ops import layernorm
 
 
 def spike_fraction(threshold=0.5, power=2048):

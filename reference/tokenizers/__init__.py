@@ -1,4 +1,7 @@
-"""Tokenizers trained from scratch: characters with byte fallback, and byte-level BPE.
+"""Tokenizers: characters with byte fallback and byte-level BPE (trained from scratch), and BERT's WordPiece.
+
+The WordPiece tokenizer (``wordpiece.py``) reads a pretrained vocabulary; the two trained ones below share an
+interface.
 
 Both have the same interface: ``Tok.train(text, ...)``, ``encode(str) -> list[int]``, ``decode(ids) -> str``,
 ``vocab_size``, ``to_json()`` / ``Tok.from_json(s)`` and ``save(path)`` / ``Tok.load(path)``. ``from_json``

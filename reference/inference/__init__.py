@@ -1,0 +1,4 @@
+"""Using trained models: ``decoding`` (KV cache, greedy, sampling, beam search; chapter 4) and ``summarizer`` (chapter 8).
+
+The summariser's command is ``python -m reference.summarize`` (``reference/summarize.py``).
+"""

@@ -1,0 +1,362 @@
+r"""Decoding for the GPT of ``reference/models/gpt.py``: a KV cache, then greedy, sampling and beam search on top of it.
+
+The material's three steps of inference are: preprocess (tokenise the prompt), forward (the model gives the
+next-token distribution, again and again), postprocess (turn ids back into text, drop special tokens). This file
+is the middle and the last step.
+
+KV cache
+--------
+In a causal model the keys and values of a position never change once computed: later tokens cannot influence
+earlier ones. So instead of re-running the whole sequence for every new token (cost per step O(T) projections and
+O(T^2) attention), the model keeps, per layer, the K and V of all past positions and, for each new token, computes
+only its own q, k, v, appends k and v, and attends over the cache (cost per step O(1) projections, O(T) attention):
+
+.. math:: K_{1..t} = [K_{1..t-1};\ k_t], \quad V_{1..t} = [V_{1..t-1};\ v_t], \quad
+          o_t = \mathrm{softmax}\!\left(q_t K_{1..t}^\top / \sqrt{d_k}\right) V_{1..t}
+
+:func:`forward_cached` does this for any number of new tokens at once: the prompt in one call (*prefill*), then one
+token per call (*decode steps*). Its logits equal ``gpt.forward`` on the whole sequence to float64 round-off; the
+tests assert that at every step.
+
+Batches of prompts of different lengths are **left-padded** (pads first, so every row's next token goes in the same
+column) with an ``attention_mask`` (False = padding). Two things make padded rows exact:
+
+- **key-padding mask**: no query attends to a padding key;
+- **per-row position ids**: a row's real tokens get positions 0, 1, 2, ... counted from its own first real token,
+  as if the row were alone and unpadded. (Using the column index instead would shift the positions of the shorter
+  prompts by their padding, a silent change of the model's input: a frequent bug in educational KV-cache code.)
+  Padding tokens get position 0; their outputs are never used, and no real query attends to them.
+
+The per-row logits therefore equal ``gpt.forward`` run on that row's unpadded tokens alone.
+
+The cache is a plain value (:class:`KVCache`): :func:`forward_cached` returns a new one, built by concatenation,
+and never modifies the one it is given.
+
+Decoding strategies
+-------------------
+- greedy: :math:`\arg\max` of the logits (``temperature=0``);
+- temperature :math:`\tau`: sample from :math:`\mathrm{softmax}(z/\tau)`;
+- top-k: keep the k largest logits (all those tied with the k-th are kept), renormalise;
+- top-p (nucleus, Holtzman et al. 2020): keep the smallest set of most likely tokens whose probability reaches p;
+- beam search with a length penalty: keep the ``beam_width`` best partial sequences by total log-probability;
+  a finished hypothesis of n generated tokens scores :math:`\sum \log p / n^{\alpha}` (Wu et al. 2016 use a
+  similar normaliser; :math:`\alpha = 0` ranks by total log-probability, which favours short outputs).
+
+Sampling draws from a ``numpy.random.Generator`` (``rng``: a seed or a Generator), so the same seed gives the same
+text.
+"""
+import dataclasses
+
+import numpy as np
+
+from reference._checks import check_float, check_ids
+from reference.ops import attention, embedding, ffn, layernorm, linear, positional, softmax
+
+
+@dataclasses.dataclass(frozen=True)
+class KVCache:
+    """Keys and values of every past position, per layer, for a batch of B rows.
+
+    k, v : tuple of L arrays (B, H, T_past, d_k)
+    key_mask : (B, T_past) bool, False where the position is padding
+    next_pos : (B,) int64, the position id the next real token of each row gets (its count of real tokens)
+    """
+
+    k: tuple
+    v: tuple
+    key_mask: np.ndarray
+    next_pos: np.ndarray
+
+    @property
+    def length(self):
+        """T_past: the number of columns (real or padding) in the cache."""
+        return self.key_mask.shape[1]
+
+    def select(self, rows):
+        """The cache of the given rows (int array), in that order: for beam search, which reorders beams."""
+        rows = np.asarray(rows)
+        return KVCache(tuple(k[rows] for k in self.k), tuple(v[rows] for v in self.v),
+                       self.key_mask[rows], self.next_pos[rows])
+
+
+def _position_table(params, config, dtype):
+    """(block_size, C): learned ``wpe`` or the fixed sinusoids (the same rows ``gpt.forward`` adds)."""
+    if config.positional == "learned":
+        return params["wpe"]
+    return positional.sinusoidal(config.block_size, config.d_model, dtype=np.float64).astype(dtype)
+
+
+def forward_cached(params, config, ids, cache=None, attention_mask=None):
+    r"""Logits for new tokens, attending to the cached past; returns the cache extended by them.
+
+    Parameters
+    ----------
+    params, config : the GPT's (``reference.models.gpt``)
+    ids : int ndarray (B, T_new), the new tokens (the prompt at prefill, one token per decode step)
+    cache : KVCache or None
+        The past (B rows); ``None`` starts from an empty past (prefill).
+    attention_mask : (B, T_new) bool, optional
+        False marks padding among the new tokens; default all real.
+
+    Returns
+    -------
+    logits : (B, T_new, V), the params' dtype. Rows at padding positions are meaningless.
+    cache : KVCache, the past followed by the new tokens.
+    """
+    wte = check_float("params['wte']", params["wte"])
+    dtype = wte.dtype
+    check_ids("ids", ids, config.vocab_size)
+    if ids.ndim != 2:
+        raise ValueError(f"ids: expected shape (B, T_new), got {ids.shape}")
+    B, T_new = ids.shape
+    if attention_mask is None:
+        attention_mask = np.ones((B, T_new), dtype=bool)
+    if not isinstance(attention_mask, np.ndarray) or attention_mask.dtype != np.bool_:
+        raise TypeError("attention_mask: expected a boolean numpy.ndarray (False = padding)")
+    if attention_mask.shape != (B, T_new):
+        raise ValueError(f"attention_mask: expected shape {(B, T_new)} (that of ids), got {attention_mask.shape}")
+    H, C = config.n_head, config.d_model
+    d_k = C // H
+    if cache is None:
+        empty = np.zeros((B, H, 0, d_k), dtype=dtype)              # (B, H, 0, d_k)
+        cache = KVCache((empty,) * config.n_layer, (empty,) * config.n_layer,
+                        np.zeros((B, 0), dtype=bool), np.zeros(B, dtype=np.int64))
+    if cache.key_mask.shape[0] != B:
+        raise ValueError(f"cache: holds {cache.key_mask.shape[0]} rows, ids has {B}")
+
+    # per-row positions: real tokens continue the row's count, padding gets 0
+    pos = cache.next_pos[:, None] + np.cumsum(attention_mask, axis=1) - 1      # (B, T_new)
+    pos = np.where(attention_mask, pos, 0)
+    if pos.size and pos.max() >= config.block_size:
+        raise ValueError(f"position {pos.max()} is beyond the model's block_size={config.block_size}: a row would "
+                         f"hold more than {config.block_size} real tokens")
+    tok, _ = embedding.forward(ids, wte)                                        # (B, T_new, C)
+    x = tok + _position_table(params, config, dtype)[pos]                       # (B, T_new, C)
+
+    key_mask = np.concatenate([cache.key_mask, attention_mask], axis=1)         # (B, T_total)
+    T_total = key_mask.shape[1]
+    mask = attention.causal_mask(T_new, T_total)[None, None] & key_mask[:, None, None, :]   # (B, 1, T_new, T_total)
+    ks, vs = [], []
+    for layer, p in enumerate(params["blocks"]):
+        # x = x + MHA(LN1(x)), with K and V of the past read from the cache
+        h, _ = layernorm.forward(x, p["ln1"]["gamma"], p["ln1"]["beta"], eps=config.ln_eps)   # (B, T_new, C)
+        a = p["attn"]
+        W_qkv = np.concatenate([a["Wq"], a["Wk"], a["Wv"]], axis=1)             # (C, 3C)
+        b_qkv = np.concatenate([a["bq"], a["bk"], a["bv"]])                     # (3C,)
+        qkv, _ = linear.forward(h, W_qkv, b_qkv)                                # (B, T_new, 3C)
+        q, k, v = qkv.reshape(B, T_new, 3, H, d_k).transpose(2, 0, 3, 1, 4)     # each (B, H, T_new, d_k)
+        k = np.concatenate([cache.k[layer], k], axis=2)                        # (B, H, T_total, d_k) append
+        v = np.concatenate([cache.v[layer], v], axis=2)                        # (B, H, T_total, d_k)
+        ks.append(k)
+        vs.append(v)
+        o, _ = attention.forward(q, k, v, mask=mask)                           # (B, H, T_new, d_k)
+        o = o.transpose(0, 2, 1, 3).reshape(B, T_new, C)                        # (B, T_new, C) heads concatenated
+        y, _ = linear.forward(o, a["Wo"], a["bo"])                              # (B, T_new, C)
+        x = x + y
+        # x = x + FFN(LN2(x))
+        h, _ = layernorm.forward(x, p["ln2"]["gamma"], p["ln2"]["beta"], eps=config.ln_eps)
+        m = p["mlp"]
+        y, _ = ffn.forward(h, m["W1"], m["b1"], m["W2"], m["b2"], activation=config.activation)
+        x = x + y
+    xf, _ = layernorm.forward(x, params["ln_f"]["gamma"], params["ln_f"]["beta"], eps=config.ln_eps)
+    logits = xf @ wte.T                                                         # (B, T_new, V) tied head
+    new_cache = KVCache(tuple(ks), tuple(vs), key_mask, cache.next_pos + attention_mask.sum(axis=1))
+    return logits, new_cache
+
+
+def left_pad(prompts, pad_id=0):
+    """Lists of ids of different lengths -> ``ids`` (B, T_max) int64 padded on the left, and its bool mask."""
+    prompts = [list(p) for p in prompts]
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("prompts: expected a non-empty list of non-empty token lists (the model needs at least "
+                         "one token to predict the next)")
+    T = max(len(p) for p in prompts)
+    ids = np.full((len(prompts), T), pad_id, dtype=np.int64)                     # (B, T)
+    mask = np.zeros((len(prompts), T), dtype=bool)                              # (B, T)
+    for i, p in enumerate(prompts):
+        ids[i, T - len(p):] = p
+        mask[i, T - len(p):] = True
+    return ids, mask
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# From logits to a token
+# ---------------------------------------------------------------------------------------------------------------
+
+def top_k_filter(logits, k):
+    """Set every logit below the k-th largest of its row to -inf (ties with the k-th are kept). (B, V) -> (B, V)."""
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"top_k: expected a positive int, got {k!r}")
+    if k >= logits.shape[-1]:
+        return logits
+    kth = np.partition(logits, -k, axis=-1)[..., -k, None]                      # (B, 1)
+    return np.where(logits < kth, -np.inf, logits).astype(logits.dtype)
+
+
+def top_p_filter(logits, p):
+    r"""Nucleus filter: keep the most likely tokens, in order, until their probability reaches ``p``.
+
+    A token is kept iff the probability of the tokens ranked strictly above it is below p, so the most likely
+    token is always kept and the kept set is the smallest whose mass is >= p. (B, V) -> (B, V), others -inf.
+    """
+    if not 0 < p <= 1:
+        raise ValueError(f"top_p: expected a value in (0, 1], got {p!r}")
+    probs, _ = softmax.forward(logits, axis=-1)                                 # (B, V)
+    order = np.argsort(-logits, axis=-1, kind="stable")                         # (B, V) most likely first
+    sorted_probs = np.take_along_axis(probs, order, axis=-1)                    # (B, V)
+    mass_above = np.cumsum(sorted_probs, axis=-1) - sorted_probs                # (B, V) exclusive cumsum
+    keep_sorted = mass_above < p                                                # (B, V)
+    keep = np.zeros_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, axis=-1)
+    return np.where(keep, logits, -np.inf).astype(logits.dtype)
+
+
+def sample(logits, rng, temperature=1.0, top_k=None, top_p=None):
+    """One token per row of ``logits`` (B, V): greedy when ``temperature == 0``, else sampled.
+
+    Order: temperature, then top-k, then top-p (as in Hugging Face's defaults), then a draw by inverse CDF with
+    one uniform number per row from ``rng``.
+
+    Returns
+    -------
+    (B,) int64 token ids.
+    """
+    check_float("logits", logits, ndim_min=2)
+    if temperature < 0:
+        raise ValueError(f"temperature: expected >= 0 (0 = greedy), got {temperature}")
+    if temperature == 0:
+        return np.argmax(logits, axis=-1).astype(np.int64)
+    z = logits / logits.dtype.type(temperature)                                  # (B, V)
+    if top_k is not None:
+        z = top_k_filter(z, top_k)
+    if top_p is not None:
+        z = top_p_filter(z, top_p)
+    probs, _ = softmax.forward(z.astype(np.float64), axis=-1)                   # (B, V)
+    cdf = np.cumsum(probs, axis=-1)                                             # (B, V)
+    u = rng.random(probs.shape[0]) * cdf[:, -1]                                 # (B,)
+    # the first token whose cdf exceeds u; a filtered token (prob 0) cannot be the first
+    return np.argmax(cdf > u[:, None], axis=-1).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generation loops
+# ---------------------------------------------------------------------------------------------------------------
+
+def _check_lengths(config, prompt_len, max_new_tokens):
+    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens: expected a positive int, got {max_new_tokens!r}")
+    # the last generated token is never fed back, so the model reads at most prompt_len + max_new_tokens - 1
+    if prompt_len + max_new_tokens - 1 > config.block_size:
+        raise ValueError(f"a prompt of {prompt_len} tokens plus {max_new_tokens} new tokens needs "
+                         f"{prompt_len + max_new_tokens - 1} positions; the model has block_size={config.block_size}")
+
+
+def generate(params, config, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=(),
+             rng=0, use_cache=True, pad_id=0):
+    """Continue each prompt by up to ``max_new_tokens`` tokens.
+
+    Parameters
+    ----------
+    params, config : the GPT's
+    prompts : list of lists of token ids (lengths may differ; they are left-padded into one batch)
+    max_new_tokens : int
+    temperature, top_k, top_p : see :func:`sample`; ``temperature=0`` is greedy decoding
+    stop_tokens : iterable of int
+        A row stops after it emits one of these; the stop token ends its output.
+    rng : int seed or numpy.random.Generator (the same seed gives the same output)
+    use_cache : bool
+        True: prefill once, then one :func:`forward_cached` step per token. False: recompute the whole
+        sequence for every token (the slow baseline; same results).
+    pad_id : int, the id written in padding positions (never attended to).
+
+    Returns
+    -------
+    list of lists of int, the new tokens of each row (ending with the stop token if one was emitted).
+    """
+    ids, mask = left_pad(prompts, pad_id)                                       # (B, T0)
+    _check_lengths(config, ids.shape[1], max_new_tokens)
+    rng = np.random.default_rng(rng)
+    stop = set(int(s) for s in stop_tokens)
+    B = ids.shape[0]
+    out = [[] for _ in range(B)]
+    done = np.zeros(B, dtype=bool)
+    logits, cache = forward_cached(params, config, ids, attention_mask=mask)
+    for step in range(max_new_tokens):
+        nxt = sample(logits[:, -1], rng, temperature, top_k, top_p)            # (B,)
+        for b in np.flatnonzero(~done):
+            out[b].append(int(nxt[b]))
+            done[b] = int(nxt[b]) in stop
+        if done.all() or step == max_new_tokens - 1:
+            break
+        # finished rows keep running (one batch) but their new tokens are masked out
+        new_mask = ~done[:, None]                                                # (B, 1)
+        if use_cache:
+            logits, cache = forward_cached(params, config, nxt[:, None], cache, attention_mask=new_mask)
+        else:
+            ids = np.concatenate([ids, nxt[:, None]], axis=1)                    # (B, T)
+            mask = np.concatenate([mask, new_mask], axis=1)                      # (B, T)
+            logits, _ = forward_cached(params, config, ids, attention_mask=mask)
+    return out
+
+
+def beam_search(params, config, prompt, beam_width, max_new_tokens, length_penalty=1.0, stop_tokens=()):
+    r"""Beam search for one prompt; returns the finished hypotheses, best first.
+
+    Each step extends every live beam by every token, scores the candidates by total log-probability, and keeps
+    the ``beam_width`` best that do not end in a stop token as the new beams (a candidate ending in a stop token
+    becomes a finished hypothesis). It ends when no live beam is left or after ``max_new_tokens`` steps, when the
+    live beams are finished as they are. A hypothesis of n new tokens (its stop token included) scores
+    :math:`\sum_{i \le n} \log p_i / n^{\alpha}` with :math:`\alpha` = ``length_penalty``. Deterministic: ties go
+    to the lower (beam, token) index. With ``beam_width >= V**max_new_tokens`` the search is exhaustive.
+
+    Returns
+    -------
+    list of ``(tokens, score)``, at most ``beam_width`` of them, best score first.
+    """
+    if not isinstance(beam_width, (int, np.integer)) or beam_width < 1:
+        raise ValueError(f"beam_width: expected a positive int, got {beam_width!r}")
+    ids, mask = left_pad([prompt])                                             # (1, T0)
+    _check_lengths(config, ids.shape[1], max_new_tokens)
+    stop = set(int(s) for s in stop_tokens)
+    logits, cache = forward_cached(params, config, ids, attention_mask=mask)
+    beams, beam_logp = [[]], np.zeros(1)                                      # tokens and total log-prob per beam
+    finished = []
+
+    def score(tokens, logp):
+        return float(logp / len(tokens) ** length_penalty)
+
+    for step in range(max_new_tokens):
+        z = logits[:, -1].astype(np.float64)                                    # (n_beams, V)
+        logp = z - z.max(axis=-1, keepdims=True)
+        logp = logp - np.log(np.exp(logp).sum(axis=-1, keepdims=True))          # (n_beams, V) log-softmax
+        cand = (beam_logp[:, None] + logp).ravel()                              # (n_beams * V,)
+        V = logp.shape[1]
+        new_beams, new_logp, origin, new_tokens = [], [], [], []
+        for flat in np.argsort(-cand, kind="stable"):
+            b, t = divmod(int(flat), V)
+            tokens = beams[b] + [t]
+            if t in stop:
+                finished.append((tokens, score(tokens, cand[flat])))
+                continue
+            new_beams.append(tokens)
+            new_logp.append(cand[flat])
+            origin.append(b)
+            new_tokens.append(t)
+            if len(new_beams) == beam_width:
+                break
+        if not new_beams:
+            break
+        beams, beam_logp = new_beams, np.array(new_logp)
+        if step == max_new_tokens - 1:
+            finished.extend((tokens, score(tokens, lp)) for tokens, lp in zip(beams, beam_logp))
+            break
+        cache = cache.select(np.array(origin))
+        logits, cache = forward_cached(params, config, np.array(new_tokens)[:, None], cache)
+    finished.sort(key=lambda h: -h[1])
+    return finished[:beam_width]
+
+
+def postprocess(ids, tokenizer, special_ids=()):
+    """Token ids -> text: drop the special ids (stop, padding, ...) and decode with ``tokenizer.decode``."""
+    special = set(int(s) for s in special_ids)
+    return tokenizer.decode([int(i) for i in ids if int(i) not in special])

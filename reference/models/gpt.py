@@ -1,0 +1,399 @@
+"""A decoder-only Transformer language model (GPT-2 layout) built from the reference ops, with its backward pass.
+
+Names as in llm.c: B batch, T sequence length, C = d_model, H heads, d_k = C / H, V vocabulary, L layers.
+
+    x_0   = wte[ids] + wpe[:T]                                    (B, T, C)   token + position embeddings
+    for each of the L blocks (pre-LN):
+        x = x + Wo( causal_attention( LN1(x) Wq, LN1(x) Wk, LN1(x) Wv ) )
+        x = x + FFN( LN2(x) )                                     FFN(h) = gelu_tanh(h W1 + b1) W2 + b2
+    logits = LN_f(x_L) wte^T                                      (B, T, V)   output head tied to the embedding
+
+Every equation above lives in its own op (``embedding``, ``layernorm``, ``linear``, ``attention``, ``ffn``); this
+file only wires them together and, in ``backward``, walks the same wiring in reverse. Two places receive a gradient
+from two paths and add them: the residual stream (``dx`` flows through the skip and through the branch) and the tied
+matrix ``wte`` (used by the lookup and by the output head).
+
+The three projections Q, K, V are kept as three parameters (``Wq``, ``Wk``, ``Wv``), as in the material, and run as
+one fused matmul ``LN1(x) [Wq | Wk | Wv]`` (GPT-2's ``c_attn``): one big GEMM is faster than three small ones.
+"""
+import dataclasses
+
+import numpy as np
+
+from reference import tree
+from reference._checks import check_float, check_ids, check_int
+from reference.ops import attention, cross_entropy, embedding, ffn, layernorm, linear, positional
+from reference.training import init
+
+POSITIONALS = ("learned", "sinusoidal")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+    """Shape of the model. ``d_ff = 4 * d_model`` and ``d_k = d_model / n_head``, as in GPT-2.
+
+    Invalid values raise ``ValueError`` at construction, so a bad config fails before any array is made.
+    """
+
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    d_model: int
+    positional: str = "learned"
+    activation: str = "gelu_tanh"
+    ln_eps: float = 1e-5
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"GPTConfig.{name}: expected a positive integer, got {value!r}")
+        if self.d_model % self.n_head != 0:
+            raise ValueError(f"GPTConfig: d_model={self.d_model} is not divisible by n_head={self.n_head}; "
+                             f"each head needs d_k = d_model / n_head channels")
+        if self.positional not in POSITIONALS:
+            raise ValueError(f"GPTConfig.positional: expected one of {POSITIONALS}, got {self.positional!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"GPTConfig.activation: expected one of {ACTIVATIONS}, got {self.activation!r}")
+        if not self.ln_eps > 0:
+            raise ValueError(f"GPTConfig.ln_eps: expected a positive float, got {self.ln_eps!r}")
+
+    @property
+    def d_ff(self):
+        return 4 * self.d_model
+
+    @property
+    def d_k(self):
+        return self.d_model // self.n_head
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------------------------------------------
+
+def init_params(config, rng, dtype=np.float32):
+    r"""GPT-2 initialisation: every matrix ~ N(0, 0.02^2), biases 0, LayerNorm gains 1.
+
+    The two projections that write into the residual stream (``Wo`` and ``W2``) get std
+    :math:`0.02 / \sqrt{2L}`: each block adds two such terms to the stream, so after L blocks the stream's variance
+    grows by a constant instead of by a factor of L (GPT-2 paper, section 2.3).
+
+    Parameters
+    ----------
+    config : GPTConfig
+    rng : numpy.random.Generator
+    dtype : float32 or float64
+
+    Returns
+    -------
+    params : dict, the nested structure described in :func:`forward`.
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"init_params: expected dtype float32 or float64, got {dtype}")
+    C, V, F, L = config.d_model, config.vocab_size, config.d_ff, config.n_layer
+
+    def normal(shape):
+        return init.normal(shape, rng, std=0.02, dtype=dtype)
+
+    def resid(shape):
+        return init.scaled_residual(shape, rng, L, std=0.02, dtype=dtype)
+
+    def zeros(n):
+        return np.zeros(n, dtype=dtype)
+
+    def ln():
+        return {"gamma": np.ones(C, dtype=dtype), "beta": zeros(C)}
+
+    params = {"wte": normal((V, C))}
+    if config.positional == "learned":
+        params["wpe"] = normal((config.block_size, C))
+    params["blocks"] = [
+        {"ln1": ln(),
+         "attn": {"Wq": normal((C, C)), "Wk": normal((C, C)), "Wv": normal((C, C)), "Wo": resid((C, C)),
+                  "bq": zeros(C), "bk": zeros(C), "bv": zeros(C), "bo": zeros(C)},
+         "ln2": ln(),
+         "mlp": {"W1": normal((C, F)), "b1": zeros(F), "W2": resid((F, C)), "b2": zeros(C)}}
+        for _ in range(L)]
+    params["ln_f"] = ln()
+    return params
+
+
+def n_params(params):
+    """Number of scalars in ``params``; the tied head adds nothing, it is ``wte``."""
+    return int(sum(a.size for a in tree.flatten(params).values()))
+
+
+def _check_params(params, config):
+    """Every array in ``params`` has the shape ``config`` implies and one float dtype; returns that dtype."""
+    C, V, F = config.d_model, config.vocab_size, config.d_ff
+    dtype = check_float("params['wte']", params["wte"]).dtype
+    expected = {"wte": (V, C), "ln_f.gamma": (C,), "ln_f.beta": (C,)}
+    if config.positional == "learned":
+        expected["wpe"] = (config.block_size, C)
+    for i in range(config.n_layer):
+        p = f"blocks.{i}."
+        expected.update({p + "ln1.gamma": (C,), p + "ln1.beta": (C,), p + "ln2.gamma": (C,), p + "ln2.beta": (C,),
+                         p + "mlp.W1": (C, F), p + "mlp.b1": (F,), p + "mlp.W2": (F, C), p + "mlp.b2": (C,)})
+        expected.update({p + f"attn.W{n}": (C, C) for n in "qkvo"})
+        expected.update({p + f"attn.b{n}": (C,) for n in "qkvo"})
+    flat = tree.flatten(params)
+    if set(flat) != set(expected):
+        missing, extra = sorted(set(expected) - set(flat)), sorted(set(flat) - set(expected))
+        raise ValueError(f"params do not match the config: missing {missing}, unexpected {extra}")
+    for name, shape in expected.items():
+        a = check_float(f"params['{name}']", flat[name])
+        if a.shape != shape:
+            raise ValueError(f"params['{name}']: expected shape {shape} from the config, got {a.shape}")
+        if a.dtype != dtype:
+            raise TypeError(f"params['{name}']: expected dtype {dtype} (the dtype of wte), got {a.dtype}")
+    return dtype
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Forward and backward
+# ---------------------------------------------------------------------------------------------------------------
+
+def _positions(params, config, T, dtype):
+    """The (T, C) position table: rows of the learned ``wpe``, or the fixed sinusoids."""
+    if config.positional == "learned":
+        return params["wpe"][:T]
+    return positional.sinusoidal(T, config.d_model, dtype=np.float64).astype(dtype)
+
+
+def _attention_forward(h, p, n_head, mask):
+    """Causal multi-head self-attention on ``h`` (B, T, C), Q/K/V from one fused matmul."""
+    B, T, C = h.shape
+    d_k = C // n_head
+    W_qkv = np.concatenate([p["Wq"], p["Wk"], p["Wv"]], axis=1)   # (C, 3C)
+    b_qkv = np.concatenate([p["bq"], p["bk"], p["bv"]])            # (3C,)
+    qkv, qkv_cache = linear.forward(h, W_qkv, b_qkv)              # (B, T, 3C)
+    # split the channels into (Q|K|V, head, d_k) and move heads next to batch
+    q, k, v = qkv.reshape(B, T, 3, n_head, d_k).transpose(2, 0, 3, 1, 4)   # each (B, H, T, d_k)
+    a, attn_cache = attention.forward(q, k, v, mask=mask)        # (B, H, T, d_k)
+    a = a.transpose(0, 2, 1, 3).reshape(B, T, C)                 # (B, T, C) heads concatenated
+    y, out_cache = linear.forward(a, p["Wo"], p["bo"])           # (B, T, C)
+    return y, (qkv_cache, attn_cache, out_cache, n_head)
+
+
+def _attention_backward(dy, cache):
+    """Gradients of :func:`_attention_forward`: dL/dh and the eight attention parameters' gradients."""
+    qkv_cache, attn_cache, out_cache, n_head = cache
+    B, T, C = dy.shape
+    d_k = C // n_head
+    # forward: y = a Wo + bo
+    da, dWo, dbo = linear.backward(dy, out_cache)                # (B, T, C)
+    # forward: a = concat_heads(attention(q, k, v))
+    da = da.reshape(B, T, n_head, d_k).transpose(0, 2, 1, 3)     # (B, H, T, d_k)
+    dq, dk, dv = attention.backward(da, attn_cache)              # each (B, H, T, d_k)
+    # forward: q, k, v = split_heads(qkv)
+    dqkv = np.empty((B, T, 3, n_head, d_k), dtype=dy.dtype)     # (B, T, 3, H, d_k)
+    for i, d in enumerate((dq, dk, dv)):
+        dqkv[:, :, i] = d.transpose(0, 2, 1, 3)                  # (B, T, H, d_k)
+    dqkv = dqkv.reshape(B, T, 3 * C)                             # (B, T, 3C)
+    # forward: qkv = h [Wq | Wk | Wv] + [bq | bk | bv]
+    dh, dW_qkv, db_qkv = linear.backward(dqkv, qkv_cache)        # (B, T, C), (C, 3C), (3C,)
+    dWq, dWk, dWv = (np.ascontiguousarray(w) for w in np.split(dW_qkv, 3, axis=1))
+    # dbk is 0 up to round-off: q . (k + bk) shifts a query's scores over all keys by the same q . bk, and the
+    # softmax ignores a shift (the tests check this; GPT-2 keeps the bias anyway)
+    dbq, dbk, dbv = np.split(db_qkv, 3)
+    grads = {"Wq": dWq, "Wk": dWk, "Wv": dWv, "Wo": dWo, "bq": dbq, "bk": dbk, "bv": dbv, "bo": dbo}
+    return dh, grads
+
+
+def forward(params, config, ids):
+    r"""Logits of the next token at every position.
+
+    Parameters
+    ----------
+    params : dict
+        ``{"wte": (V, C), "wpe": (block_size, C) [learned positions only], "blocks": [{"ln1": {gamma, beta},
+        "attn": {Wq, Wk, Wv, Wo (C, C), bq, bk, bv, bo (C,)}, "ln2": {gamma, beta},
+        "mlp": {W1 (C, 4C), b1 (4C,), W2 (4C, C), b2 (C,)}} x n_layer], "ln_f": {gamma, beta}}``,
+        all float32 or all float64.
+    config : GPTConfig
+    ids : int ndarray (B, T), T <= config.block_size, values in [0, V)
+
+    Returns
+    -------
+    logits : (B, T, V), the dtype of the params.
+        :math:`\mathrm{logits} = \mathrm{LN}_f(x_L)\, W_{te}^\top`
+    cache : what :func:`backward` needs.
+    """
+    dtype = _check_params(params, config)
+    check_ids("ids", ids, config.vocab_size)
+    if ids.ndim != 2:
+        raise ValueError(f"ids: expected shape (B, T), got {ids.shape}")
+    B, T = ids.shape
+    if T > config.block_size:
+        raise ValueError(f"ids: sequence length T={T} exceeds the model's block_size={config.block_size} "
+                         f"(the positional table has {config.block_size} rows)")
+
+    tok, emb_cache = embedding.forward(ids, params["wte"])          # (B, T, C)
+    x = tok + _positions(params, config, T, dtype)                   # (B, T, C)
+    mask = attention.causal_mask(T, T)                               # (T, T) True = may attend
+    block_caches = []
+    for p in params["blocks"]:
+        # x = x + MHA(LN1(x))
+        h, ln1_cache = layernorm.forward(x, p["ln1"]["gamma"], p["ln1"]["beta"], eps=config.ln_eps)
+        y, attn_cache = _attention_forward(h, p["attn"], config.n_head, mask)
+        x += y                                                       # in place: no cache holds the stream
+        # x = x + FFN(LN2(x))
+        h, ln2_cache = layernorm.forward(x, p["ln2"]["gamma"], p["ln2"]["beta"], eps=config.ln_eps)
+        m = p["mlp"]
+        y, ffn_cache = ffn.forward(h, m["W1"], m["b1"], m["W2"], m["b2"], activation=config.activation)
+        x += y
+        block_caches.append((ln1_cache, attn_cache, ln2_cache, ffn_cache))
+    xf, lnf_cache = layernorm.forward(x, params["ln_f"]["gamma"], params["ln_f"]["beta"], eps=config.ln_eps)
+    logits = xf @ params["wte"].T                                    # (B, T, V) tied output head
+    cache = (config, params["wte"], emb_cache, block_caches, xf, lnf_cache, T)
+    return logits, cache
+
+
+def backward(dlogits, cache):
+    """Gradients of every parameter, given dL/dlogits.
+
+    Parameters
+    ----------
+    dlogits : (B, T, V), the dtype of the params
+    cache : from :func:`forward`
+
+    Returns
+    -------
+    grads : dict with exactly the nesting and shapes of ``params``.
+    """
+    config, wte, emb_cache, block_caches, xf, lnf_cache, T = cache
+    check_float("dlogits", dlogits)
+    if dlogits.shape != xf.shape[:2] + (config.vocab_size,):
+        raise ValueError(f"dlogits: expected shape {xf.shape[:2] + (config.vocab_size,)}, got {dlogits.shape}")
+    if dlogits.dtype != wte.dtype:
+        raise TypeError(f"dlogits: expected dtype {wte.dtype} (the params' dtype), got {dlogits.dtype}")
+    V, C = wte.shape
+    # forward: logits = xf wte^T   (the head's share of dwte)
+    dxf = dlogits @ wte                                              # (B, T, C)
+    dwte = dlogits.reshape(-1, V).T @ xf.reshape(-1, C)              # (V, C)
+    # forward: xf = LN_f(x)
+    dx, dgamma_f, dbeta_f = layernorm.backward(dxf, lnf_cache)       # (B, T, C)
+    block_grads = []
+    for ln1_cache, attn_cache, ln2_cache, ffn_cache in reversed(block_caches):
+        # forward: x = x + FFN(LN2(x))   (dx reaches the input through the skip and through the branch)
+        dh, dW1, db1, dW2, db2 = ffn.backward(dx, ffn_cache)
+        dh, dgamma2, dbeta2 = layernorm.backward(dh, ln2_cache)
+        dx += dh                                                     # in place: no gradient returned aliases dx
+        # forward: x = x + MHA(LN1(x))
+        dh, dattn = _attention_backward(dx, attn_cache)
+        dh, dgamma1, dbeta1 = layernorm.backward(dh, ln1_cache)
+        dx += dh
+        block_grads.append({"ln1": {"gamma": dgamma1, "beta": dbeta1}, "attn": dattn,
+                            "ln2": {"gamma": dgamma2, "beta": dbeta2},
+                            "mlp": {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}})
+    block_grads.reverse()
+    # forward: x_0 = wte[ids] + wpe[:T]   (the lookup's share of dwte adds to the head's)
+    dwte += embedding.backward(dx, emb_cache)                        # (V, C)
+    grads = {"wte": dwte}
+    if config.positional == "learned":
+        dwpe = np.zeros((config.block_size, C), dtype=wte.dtype)     # rows >= T were not used: zero gradient
+        dwpe[:T] = dx.sum(axis=0)                                    # (T, C)
+        grads["wpe"] = dwpe
+    grads["blocks"] = block_grads
+    grads["ln_f"] = {"gamma": dgamma_f, "beta": dbeta_f}
+    return grads
+
+
+def loss_and_grads(params, config, ids, targets):
+    """Mean next-token cross-entropy of ``ids`` against ``targets`` (both (B, T) int) and its gradients.
+
+    Returns
+    -------
+    loss : 0-d ndarray of the params' dtype
+    grads : same nesting as ``params``
+    """
+    logits, cache = forward(params, config, ids)
+    check_int("targets", targets)
+    if targets.shape != ids.shape:
+        raise ValueError(f"targets: expected the shape of ids {ids.shape}, got {targets.shape}")
+    loss, ce_cache = cross_entropy.forward(logits, targets)
+    dlogits = cross_entropy.backward(np.ones((), dtype=logits.dtype), ce_cache)
+    return loss, backward(dlogits, cache)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading GPT-2 weights (Hugging Face layout)
+# ---------------------------------------------------------------------------------------------------------------
+
+def from_hf_gpt2(state_dict, n_head):
+    """Convert a Hugging Face ``GPT2LMHeadModel`` state dict (numpy arrays) into ``(params, config)``.
+
+    GPT-2 stores its projections as ``Conv1D`` weights of shape (in, out), the layout ``y = x W`` here, so no
+    transpose is needed; ``c_attn`` holds ``[Wq | Wk | Wv]`` side by side (C, 3C). GPT-2 uses the tanh
+    approximation of GELU (``"gelu_new"``) and LayerNorm eps 1e-5, which is what the returned config says.
+    ``lm_head.weight``, when present, must be ``wte`` (the head is tied); the causal-mask buffers
+    (``attn.bias``, ``attn.masked_bias``) of older checkpoints are ignored.
+    """
+    sd = {k: v for k, v in state_dict.items()
+          if not (k.endswith(".attn.bias") or k.endswith(".attn.masked_bias"))}
+    missing = [k for k in ("transformer.wte.weight", "transformer.wpe.weight") if k not in sd]
+    if missing:
+        raise ValueError(f"from_hf_gpt2: state_dict lacks {missing}; expected GPT2LMHeadModel parameter names")
+    wte = check_float("transformer.wte.weight", sd.pop("transformer.wte.weight"))
+    wpe = check_float("transformer.wpe.weight", sd.pop("transformer.wpe.weight"))
+    head = sd.pop("lm_head.weight", None)
+    if head is not None and not np.array_equal(head, wte):
+        raise ValueError("from_hf_gpt2: lm_head.weight differs from transformer.wte.weight; this model ties them")
+    n_layer = len({k.split(".")[2] for k in sd if k.startswith("transformer.h.")})
+    config = GPTConfig(vocab_size=wte.shape[0], block_size=wpe.shape[0], n_layer=n_layer, n_head=n_head,
+                       d_model=wte.shape[1], positional="learned", activation="gelu_tanh", ln_eps=1e-5)
+
+    def take(name):
+        if name not in sd:
+            raise ValueError(f"from_hf_gpt2: state_dict lacks {name!r}")
+        return np.array(sd.pop(name), dtype=wte.dtype)
+
+    def ln(prefix):
+        return {"gamma": take(prefix + ".weight"), "beta": take(prefix + ".bias")}
+
+    blocks = []
+    for i in range(n_layer):
+        p = f"transformer.h.{i}."
+        Wq, Wk, Wv = np.split(take(p + "attn.c_attn.weight"), 3, axis=1)   # (C, C) each
+        bq, bk, bv = np.split(take(p + "attn.c_attn.bias"), 3)              # (C,) each
+        blocks.append({
+            "ln1": ln(p + "ln_1"),
+            "attn": {"Wq": np.ascontiguousarray(Wq), "Wk": np.ascontiguousarray(Wk), "Wv": np.ascontiguousarray(Wv),
+                     "Wo": take(p + "attn.c_proj.weight"), "bq": bq, "bk": bk, "bv": bv,
+                     "bo": take(p + "attn.c_proj.bias")},
+            "ln2": ln(p + "ln_2"),
+            "mlp": {"W1": take(p + "mlp.c_fc.weight"), "b1": take(p + "mlp.c_fc.bias"),
+                    "W2": take(p + "mlp.c_proj.weight"), "b2": take(p + "mlp.c_proj.bias")}})
+    params = {"wte": np.array(wte), "wpe": np.array(wpe), "blocks": blocks, "ln_f": ln("transformer.ln_f")}
+    if sd:
+        raise ValueError(f"from_hf_gpt2: unexpected keys {sorted(sd)}")
+    _check_params(params, config)
+    return params, config
+
+
+def to_hf_gpt2(params):
+    """Inverse of :func:`from_hf_gpt2`: ``params`` -> numpy arrays keyed by ``GPT2LMHeadModel`` names.
+
+    ``c_attn`` is ``[Wq | Wk | Wv]`` (C, 3C). Only learned positions exist in GPT-2, so ``params`` needs ``wpe``.
+    The tied ``lm_head.weight`` is left out (loading with ``strict=False`` re-ties it to ``wte``).
+    """
+    if "wpe" not in params:
+        raise ValueError("to_hf_gpt2: GPT-2 has learned positions; params has no 'wpe' (sinusoidal config?)")
+    sd = {"transformer.wte.weight": params["wte"], "transformer.wpe.weight": params["wpe"]}
+    for i, p in enumerate(params["blocks"]):
+        h = f"transformer.h.{i}."
+        a, m = p["attn"], p["mlp"]
+        sd.update({
+            h + "ln_1.weight": p["ln1"]["gamma"], h + "ln_1.bias": p["ln1"]["beta"],
+            h + "attn.c_attn.weight": np.concatenate([a["Wq"], a["Wk"], a["Wv"]], axis=1),
+            h + "attn.c_attn.bias": np.concatenate([a["bq"], a["bk"], a["bv"]]),
+            h + "attn.c_proj.weight": a["Wo"], h + "attn.c_proj.bias": a["bo"],
+            h + "ln_2.weight": p["ln2"]["gamma"], h + "ln_2.bias": p["ln2"]["beta"],
+            h + "mlp.c_fc.weight": m["W1"], h + "mlp.c_fc.bias": m["b1"],
+            h + "mlp.c_proj.weight": m["W2"], h + "mlp.c_proj.bias": m["b2"]})
+    sd["transformer.ln_f.weight"] = params["ln_f"]["gamma"]
+    sd["transformer.ln_f.bias"] = params["ln_f"]["beta"]
+    return sd

@@ -1,0 +1,4 @@
+"""Training: the corpus and its batches, initialisation, optimizers and schedules, checkpoints, classification tasks.
+
+The training command itself is ``python -m reference.train`` (``reference/train.py``); chapter 2 walks through it.
+"""

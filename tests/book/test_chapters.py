@@ -1,0 +1,53 @@
+"""The book: every chapter executes in quick mode, its .ipynb is in step with its .py, its figures exist."""
+import re
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from book.build import chapter_sources, execute  # noqa: E402
+
+CHAPTERS = chapter_sources()
+IDS = [p.stem for p in CHAPTERS]
+FIGURE_RE = re.compile(r"""["']([\w\-]+\.png)["']""")
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source.strip()) for c in nb.cells if c.cell_type in ("code", "markdown")]
+
+
+@pytest.mark.parametrize("source", CHAPTERS, ids=IDS)
+def test_notebook_in_step_with_source(source):
+    ipynb = source.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} is missing: run `make book`"
+    executed = nbformat.read(ipynb, as_version=4)
+    assert _cells(executed) == _cells(jupytext.read(source)), f"{ipynb.name} is out of step with {source.name}: run `make book`"
+    unexecuted = [i for i, c in enumerate(executed.cells) if c.cell_type == "code" and c.source.strip() and c.execution_count is None]
+    assert not unexecuted, f"{ipynb.name}: code cells {unexecuted} were never executed"
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, f"{ipynb.name} was committed with an error output"
+
+
+@pytest.mark.parametrize("source", CHAPTERS, ids=IDS)
+def test_figures_referenced_by_chapter_exist(source):
+    names = set(FIGURE_RE.findall(source.read_text(encoding="utf-8")))
+    missing = sorted(n for n in names if not (ROOT / "figures" / n).exists())
+    assert not missing, f"{source.name} references figures that are not in figures/: {missing}"
+
+
+@pytest.mark.parametrize("source", CHAPTERS, ids=IDS)
+def test_chapter_executes_in_quick_mode(source, tmp_path, monkeypatch):
+    monkeypatch.setenv("LM_PRIMER_QUICK", "1")
+    monkeypatch.setenv("LM_PRIMER_FIG_DIR", str(tmp_path))
+    nb = execute(source, timeout=600)  # raises CellExecutionError, naming the cell, on any error
+    assert any(c.cell_type == "code" for c in nb.cells)
+
+
+def test_readme_figures_exist():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = sorted(p for p in re.findall(r"\]\((figures/[\w\-]+\.png)\)", readme) if not (ROOT / p).exists())
+    assert not missing, f"README shows figures that do not exist: {missing}"
