@@ -7,5 +7,6 @@ from .attention import flash_attention
 from .ffn import fused_ffn
 from .layernorm import layer_norm
 from .rmsnorm import rms_norm
+from .rope import rope
 
-__all__ = ["flash_attention", "fused_ffn", "layer_norm", "rms_norm"]
+__all__ = ["flash_attention", "fused_ffn", "layer_norm", "rms_norm", "rope"]
