@@ -8,5 +8,6 @@ from .ffn import fused_ffn
 from .layernorm import layer_norm
 from .rmsnorm import rms_norm
 from .rope import rope
+from .swiglu import swiglu_gate
 
-__all__ = ["flash_attention", "fused_ffn", "layer_norm", "rms_norm", "rope"]
+__all__ = ["flash_attention", "fused_ffn", "layer_norm", "rms_norm", "rope", "swiglu_gate"]
