@@ -6,5 +6,8 @@ package is imported. NumPy twins: ``reference/ops/attention.py``, ``reference/op
 from .attention import flash_attention
 from .ffn import fused_ffn
 from .layernorm import layer_norm
+from .rmsnorm import rms_norm
+from .rope import rope
+from .swiglu import swiglu_gate
 
-__all__ = ["flash_attention", "fused_ffn", "layer_norm"]
+__all__ = ["flash_attention", "fused_ffn", "layer_norm", "rms_norm", "rope", "swiglu_gate"]
