@@ -33,6 +33,16 @@ def test_one_process_needs_no_group_and_no_torch():
     assert done.returncode == 0, done.stderr
 
 
+def test_no_other_module_of_the_package_imports_torch():
+    import pathlib
+    import re
+
+    package = pathlib.Path(ROOT) / "reference"
+    importers = [str(f.relative_to(package)) for f in sorted(package.rglob("*.py"))
+                 if re.search(r"^\s*(import torch|from torch)", f.read_text(encoding="utf-8"), re.M)]
+    assert importers == ["training/distributed.py"]
+
+
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="expected 'sum' or 'mean'"):
         distributed.all_reduce(np.ones(2), op="max")
