@@ -1,7 +1,9 @@
 """LM Primer's NumPy reference: every equation of the book, with its hand-written backward pass.
 
-NumPy only: nothing in this package imports torch or triton. Every op takes float32 or float64 arrays and returns
-its input's dtype; every backward pass is checked against float64 finite differences and PyTorch in ``tests/``.
+NumPy only: nothing in this package imports torch or triton, except ``training/distributed.py``, which sends
+arrays between processes with torch.distributed (and imports torch only under a launcher). Every op takes float32
+or float64 arrays and returns its input's dtype (float16 passes too, for mixed precision); every backward pass is
+checked against float64 finite differences and PyTorch in ``tests/``.
 
 The map (folder, what it holds, the chapter that explains it):
 
@@ -14,11 +16,14 @@ The map (folder, what it holds, the chapter that explains it):
                    ``bert`` (MiniLM encoder), ``classifier``, ``logreg``
 ``tokenizers/``    characters with byte fallback, byte-level BPE, BERT's WordPiece              ch. 2, 8
 ``training/``      corpus and batches (``data``), ``init``, ``optim`` (AdamW, schedules,         ch. 2, 5
-                   clipping), ``checkpoint``, the text-classification tasks (``textcls``)
+                   clipping), ``checkpoint``, the text-classification tasks (``textcls``);
+                   at scale: ``precision`` (fp16/bf16 on float32 masters), ``data_parallel``
+                   (and gradient accumulation), ``zero`` (sharded AdamW state), ``distributed``
 ``inference/``     ``decoding`` (KV cache, greedy, sampling, beam search), ``summarizer``        ch. 4, 8
 ``compression/``   ``quantize``, ``qat``, ``prune``, ``distill``                                 ch. 3
 ``studies/``       ``counting`` (parameters, FLOPs, memory), ``scaling_law`` (timed runs and     ch. 1, 9
-                   the power-law fit), ``depth`` (gradients through deep stacks)
+                   the power-law fit), ``depth`` (gradients through deep stacks),
+                   ``pipeline`` (GPipe and 1F1B schedules simulated)
 =================  ==========================================================================  ==============
 
 Shared helpers: ``tree`` (nested parameter trees and their flat ``{"blocks.0.attn.Wq": W}`` view), ``gradcheck``

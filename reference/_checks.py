@@ -9,10 +9,15 @@ FLOAT_DTYPES = (np.float32, np.float64)
 
 
 def check_float(name, x, ndim_min=0):
-    """Require a real float32/float64 ndarray with at least ``ndim_min`` axes; return it unchanged."""
+    """Require a real float32/float64 ndarray with at least ``ndim_min`` axes; return it unchanged.
+
+    float16 passes as well (the messages name the two dtypes a caller should use): mixed-precision training
+    (``training/precision.py``) runs the GPT's ops in real half precision. The ops are tested in float32 and
+    float64, and in float16 only through the GPT.
+    """
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name}: expected a numpy.ndarray of float32 or float64, got {type(x).__name__}")
-    if x.dtype not in FLOAT_DTYPES:
+    if x.dtype not in FLOAT_DTYPES and x.dtype != np.float16:
         raise TypeError(f"{name}: expected dtype float32 or float64, got {x.dtype}")
     if x.ndim < ndim_min:
         raise ValueError(f"{name}: expected at least {ndim_min} dimension(s), got shape {x.shape}")

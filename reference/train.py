@@ -16,6 +16,14 @@ the same batches, the same updates, the same bits. ``--stop-at K`` ends a run af
 while keeping the schedule of ``--steps``; it is how a long run is split across sessions, and how the test
 interrupts one.
 
+Training at scale (``reference/training/``: ``precision``, ``data_parallel``, ``zero``, ``distributed``):
+``--precision fp16|bf16`` computes in 16 bits on float32 master weights; ``--grad-accum K`` makes one update of
+K batches; under ``torchrun`` the ranks share each batch (data parallel, ``--batch-size`` stays the global batch)
+and ``--zero 1`` shards the AdamW state over them; rank 0 alone writes. After ``torchrun --max-restarts`` restarts
+the group, the ranks resume from the run's last checkpoint::
+
+    torchrun --standalone --nproc_per_node=2 -m reference.train --config tiny --zero 1
+
 On a machine shared with other jobs, run with ``OPENBLAS_NUM_THREADS=1``: multi-threaded BLAS threads that wait
 for each other on busy cores made a step of the small config 10x slower than one thread did.
 """
@@ -32,7 +40,7 @@ from reference import tokenizers
 from reference.inference import decoding
 from reference.models import gpt
 from reference.ops import cross_entropy
-from reference.training import checkpoint, data, optim
+from reference.training import checkpoint, data, data_parallel, distributed, optim, precision, zero
 
 # Named configurations. "small" is the default: char-level, 850 k parameters, 800 steps of 16 x 128 characters.
 # Measured: validation loss 1.72 nats per character, in 15 min on 2 CPU cores that 5-10 other jobs were sharing
@@ -49,7 +57,7 @@ CONFIGS = {
 }
 # Shared by every config (GPT-2 / nanoGPT practice).
 DEFAULTS = dict(bpe_vocab=1024, min_lr_ratio=0.1, weight_decay=0.1, betas=(0.9, 0.95), grad_clip=1.0, seed=0,
-                positional="learned")
+                positional="learned", precision="fp32", grad_accum=1)
 SAMPLE_PROMPTS = ("And God said", "In the beginning", "Jesus answered")
 CHECKPOINT = "checkpoint.npz"
 
@@ -80,6 +88,11 @@ def parse_args(argv=None):
     ap.add_argument("--out", type=Path, help="run directory (default runs/<config>)")
     ap.add_argument("--resume", type=Path, help="checkpoint to continue from")
     ap.add_argument("--figure", type=Path, default=Path("figures/train_loss.png"), help="loss-curve PNG")
+    ap.add_argument("--precision", choices=precision.PRECISIONS,
+                    help="fp32, or fp16/bf16 compute on float32 master weights (default fp32)")
+    ap.add_argument("--grad-accum", type=int, help="micro-batches of --batch-size per update (default 1)")
+    ap.add_argument("--zero", type=int, choices=(0, 1), default=0,
+                    help="1: shard the AdamW state over the data-parallel ranks (ZeRO stage 1)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar (logs, tests)")
     return ap.parse_args(argv)
 
@@ -88,7 +101,8 @@ def _flag_values(args):
     """The run settings given on the command line (None = not given)."""
     return {"tokenizer": args.tokenizer, "d_model": args.d_model, "n_layer": args.n_layer, "n_head": args.n_head,
             "block_size": args.block_size, "batch_size": args.batch_size, "lr": args.lr, "steps": args.steps,
-            "eval_interval": args.eval_interval, "seed": args.seed}
+            "eval_interval": args.eval_interval, "seed": args.seed, "precision": args.precision,
+            "grad_accum": args.grad_accum}
 
 
 def make_run(args):
@@ -102,7 +116,7 @@ def make_run(args):
 
 def resumed_run(args, saved_run):
     """The run configuration of a resumed run: the checkpoint's; only --steps and --eval-interval may change."""
-    run = dict(saved_run)
+    run = {"precision": "fp32", "grad_accum": 1, **saved_run}      # checkpoints older than these two settings
     if args.config is not None and args.config != run["config"]:
         raise ConfigError(f"--config {args.config} differs from the checkpoint's {run['config']}")
     for key, value in _flag_values(args).items():
@@ -125,7 +139,7 @@ def model_config(run, vocab_size):
 
 def validate(run):
     """Every check that needs no data: raises ConfigError naming the bad setting."""
-    for key in ("d_model", "n_layer", "n_head", "block_size", "batch_size", "steps", "eval_interval"):
+    for key in ("d_model", "n_layer", "n_head", "block_size", "batch_size", "steps", "eval_interval", "grad_accum"):
         if not isinstance(run[key], int) or run[key] < 1:
             raise ConfigError(f"{key.replace('_', '-')}: expected a positive integer, got {run[key]!r}")
     if not (math.isfinite(run["lr"]) and run["lr"] > 0):
@@ -134,6 +148,7 @@ def validate(run):
         run["warmup"] = run["steps"]
     try:
         model_config(run, vocab_size=1)
+        data_parallel.check_batch(run["batch_size"], distributed.world_size())
     except ValueError as err:
         raise ConfigError(str(err)) from err
 
@@ -224,21 +239,42 @@ def plot_losses(history, path, title):
 # The loop
 # ---------------------------------------------------------------------------------------------------------------
 
-def save(path, params, opt_state, step, run, tokenizer, rng, history):
-    """Everything the loop needs to continue exactly: the next batch, the next update, the same history."""
-    checkpoint.save(path, {"params": params, "opt_state": opt_state, "step": step, "run": run,
-                           "tokenizer": tokenizer.to_json(), "rng": checkpoint.rng_to_json(rng),
-                           "history": history})
+def save(path, params, opt_state, step, run, tokenizer, rng, history, scaler=None):
+    """Everything the loop needs to continue exactly: the next batch, the next update, the same history (and, in
+    fp16, the loss scale)."""
+    payload = {"params": params, "opt_state": opt_state, "step": step, "run": run, "tokenizer": tokenizer.to_json(),
+               "rng": checkpoint.rng_to_json(rng), "history": history}
+    if scaler is not None:
+        payload["loss_scale"] = scaler
+    checkpoint.save(path, payload)
 
 
-def train_step(params, opt_state, config, run, x, y, step):
-    """One update: loss and gradients, global-norm clipping, AdamW at the scheduled learning rate."""
-    loss, grads = gpt.loss_and_grads(params, config, x, y)
-    grads, grad_norm = optim.clip_grad_norm(grads, run["grad_clip"])
+def train_step(params, opt_state, config, run, x, y, step, scaler=None, zero_state=None):
+    """One update: loss and gradients (in ``run["precision"]``) of this rank's rows of each micro-batch, averaged
+    over micro-batches and ranks, global-norm clipping, AdamW at the scheduled learning rate (on this rank's shard
+    with ZeRO). fp16 (``scaler``): an overflow skips the update and halves the loss scale. Returns ``(loss, lr,
+    grad_norm, event)``, ``event`` being the loss scaler's (or None)."""
+    scale = scaler["scale"] if scaler is not None else 1.0
+    pad_to = distributed.world_size() if zero_state is not None else 1
+    loss, flat = data_parallel.loss_and_grads(params, config, x, y, run["precision"], scale, run["grad_accum"],
+                                              pad_to)
     lr = optim.warmup_cosine(step, run["lr"], run["warmup"], run["steps"], min_lr=run["lr"] * run["min_lr_ratio"])
-    optim.adamw_step(params, grads, opt_state, lr, betas=tuple(run["betas"]), weight_decay=run["weight_decay"],
-                     decay_mask=optim.decay_matrices)
-    return float(loss), lr, grad_norm
+    hyper = dict(max_norm=run["grad_clip"], betas=tuple(run["betas"]), weight_decay=run["weight_decay"],
+                 skip_nonfinite=scaler is not None)
+    if zero_state is None:
+        grad_norm = data_parallel.update(params, flat, opt_state, lr, **hyper)
+    else:
+        grad_norm = zero.update(params, flat, zero_state, lr, **hyper)
+    event = precision.scaler_update(scaler, math.isfinite(grad_norm)) if scaler is not None else None
+    return loss, lr, grad_norm, event
+
+
+def _resume_after_restart(args):
+    """After ``torchrun --max-restarts`` restarted the group, continue from the run's last checkpoint, if any."""
+    if args.resume is None and distributed.restart_count() > 0:
+        last = (args.out or Path("runs") / (args.config or "small")) / CHECKPOINT
+        if last.exists():
+            args.resume = last
 
 
 def main(argv=None):
@@ -246,6 +282,9 @@ def main(argv=None):
     are in ``--out``: ``checkpoint.npz`` and ``log.json``."""
     t_start = time.perf_counter()
     args = parse_args(argv)
+    rank, world = distributed.init()                     # (0, 1) without torchrun
+    is_main = rank == 0
+    _resume_after_restart(args)
     try:
         if args.resume is not None:
             ckpt = checkpoint.load(args.resume)
@@ -273,25 +312,41 @@ def main(argv=None):
         opt_state = optim.adamw_init(params)
         step = 0
         history = {"train": [], "val": []}
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"config {run['config']}: {gpt.n_params(params):,} parameters, {run['tokenizer']} tokenizer "
-          f"(vocab {tokenizer.vocab_size}), {train_ids.size:,} training tokens; step {step} of {run['steps']}",
-          flush=True)
+    scaler = None
+    if run["precision"] == "fp16":
+        scaler = ckpt.get("loss_scale") if args.resume is not None else None
+        scaler = scaler or precision.scaler_init()
+    zero_state = None
+    if args.zero:
+        zero_state = zero.init(params, opt_state)        # this rank's shard; the full state is dropped
+        opt_state = None
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"config {run['config']}: {gpt.n_params(params):,} parameters, {run['tokenizer']} tokenizer "
+              f"(vocab {tokenizer.vocab_size}), {train_ids.size:,} training tokens; step {step} of {run['steps']}; "
+              f"{run['precision']}, {world} rank(s) x {run['batch_size'] // world} rows x {run['grad_accum']} "
+              f"micro-batch(es){', ZeRO-1' if args.zero else ''}", flush=True)
 
     from tqdm.auto import tqdm
 
     last = run["steps"] if args.stop_at is None else args.stop_at
-    tokens_per_step = run["batch_size"] * run["block_size"]
-    bar = tqdm(total=last, initial=step, disable=args.no_progress, unit="step", dynamic_ncols=True)
+    rows_per_step = run["batch_size"] * run["grad_accum"]
+    tokens_per_step = rows_per_step * run["block_size"]
+    bar = tqdm(total=last, initial=step, disable=args.no_progress or not is_main, unit="step", dynamic_ncols=True)
     t_train, n_steps, tok_s = 0.0, 0, None
     while step < last:
         step += 1
         n_steps += 1
         t0 = time.perf_counter()
-        x, y = data.get_batch(train_ids, run["batch_size"], run["block_size"], rng)
-        loss, lr, grad_norm = train_step(params, opt_state, config, run, x, y, step)
+        x, y = data.get_batch(train_ids, rows_per_step, run["block_size"], rng)    # the same on every rank
+        loss, lr, grad_norm, event = train_step(params, opt_state, config, run, x, y, step, scaler, zero_state)
         dt = time.perf_counter() - t0
-        if not math.isfinite(loss):
+        skipped = scaler is not None and not math.isfinite(grad_norm)
+        if event is not None:
+            history.setdefault("loss_scale", []).append([step, event])
+            if is_main:
+                bar.write(f"step {step}: {event}")
+        if not (math.isfinite(loss) or skipped):
             bar.close()
             raise SystemExit(f"lm-primer-train: error: the loss is {loss} at step {step}; training diverged "
                              f"(try a lower --lr than {run['lr']}). The last checkpoint in {out} is intact.")
@@ -300,18 +355,27 @@ def main(argv=None):
         bar.update(1)
         tok_s = tokens_per_step / dt if tok_s is None else 0.9 * tok_s + 0.1 * tokens_per_step / dt   # smoothed
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}", lr=f"{lr:.2e}")
-        if step % run["eval_interval"] == 0 or step == run["steps"]:
+        evaluate_now = step % run["eval_interval"] == 0 or step == run["steps"]
+        if evaluate_now and is_main:
             val = evaluate(params, config, val_ids, run)
             history["val"].append([step, val])
             bar.write(f"step {step}: train loss {loss:.4f}, validation loss {val:.4f}")
-            save(out / CHECKPOINT, params, opt_state, step, run, tokenizer, rng, history)
-        elif step == last:
-            save(out / CHECKPOINT, params, opt_state, step, run, tokenizer, rng, history)
+        if evaluate_now or step == last:
+            state = zero.full_state(params, zero_state) if args.zero else opt_state   # ZeRO: a collective
+            if is_main:
+                save(out / CHECKPOINT, params, state, step, run, tokenizer, rng, history, scaler)
     bar.close()
+    opt_bytes = zero.optimizer_bytes(zero_state if args.zero else opt_state)
+    identical = data_parallel.replicas_agree(params)    # a collective: every rank holds the same bits?
+    distributed.destroy()
+    if not is_main:
+        return
 
     log = {"run": run, "step": step, "n_params": gpt.n_params(params), "vocab_size": tokenizer.vocab_size,
            "train_seconds": round(t_train, 2),
-           "tokens_per_second": round(n_steps * tokens_per_step / t_train, 1) if n_steps else None, **history}
+           "tokens_per_second": round(n_steps * tokens_per_step / t_train, 1) if n_steps else None,
+           "world_size": world, "batch_per_rank": run["batch_size"] // world, "zero": args.zero,
+           "optimizer_bytes_per_rank": opt_bytes, "replicas_identical": identical, **history}
     if step == run["steps"]:
         log["samples"] = samples(params, config, tokenizer, run)
         for line in log["samples"]:

@@ -64,6 +64,8 @@ def _check_W(W):
     """A float32/float64 ndarray with at least one element, all finite and at most a quarter of the dtype maximum."""
     if isinstance(W, np.ndarray) and np.issubdtype(W.dtype, np.complexfloating):
         raise TypeError(f"W: expected real float32 or float64 weights, got complex dtype {W.dtype}")
+    if isinstance(W, np.ndarray) and W.dtype == np.float16:    # check_float lets float16 through (mixed precision)
+        raise TypeError("W: expected dtype float32 or float64, got float16")
     check_float("W", W)
     if W.size == 0:
         raise ValueError(f"W: expected at least one element to quantize, got shape {W.shape}")
