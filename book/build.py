@@ -1,12 +1,26 @@
-"""Execute every chapter and write the executed notebook beside its source, plus static HTML under build/.
+"""Execute the chapters whose inputs changed and write each executed notebook beside its source.
 
-    python -m book.build            # all chapters, full mode (what `make book` runs)
-    python -m book.build 06         # only chapters whose file name starts with 06
-    LM_PRIMER_QUICK=1 python -m book.build   # quick mode
+    python -m book.build            # every chapter whose inputs changed since its notebook was built (`make book`)
+    python -m book.build --force    # every chapter (`make book FORCE=1`)
+    python -m book.build 06 09      # only chapters whose file name starts with 06 or 09 (always executed)
+    LM_PRIMER_QUICK=1 python -m book.build 06   # quick mode, for trying a change
 
 A chapter is a jupytext percent-format ``chapters/NN_name.py``; the executed ``chapters/NN_name.ipynb`` is generated
 from it with its outputs, so the two are always in step (``tests/book/test_chapters.py`` checks that).
+
+What "changed" means: each notebook records, in its metadata, a SHA-256 over its chapter's inputs: the chapter's
+``.py``, every module of this repository that it imports (found by reading the ``import`` statements, transitively:
+``reference/``, ``book/``, ``kernels/``, ...), the mode (full or quick), and for the chapters that study chapter 2's
+trained model (``book.trained_gpt``), chapter 2's inputs too. A chapter is executed again when that hash differs
+from the one in its notebook, or when a figure it writes is missing; otherwise it is skipped. The run ends with the
+time each chapter took (also written to ``build/book_times.json``).
 """
+import argparse
+import ast
+import hashlib
+import json
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -17,8 +31,12 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTER_DIR = ROOT / "chapters"
-HTML_DIR = ROOT / "build" / "html"
+FIGURE_DIR = ROOT / "figures"
+TIMES_FILE = ROOT / "build" / "book_times.json"
 TIMEOUT_S = 3600  # per cell; full-mode training cells take minutes on 2 cores
+LOCAL_PACKAGES = ("reference", "book", "kernels", "bench", "tests")
+TRAINED_GPT_CHAPTER = "02_training.py"  # writes runs/small/checkpoint.npz, which book.trained_gpt loads
+SAVEFIG_RE = re.compile(r"""savefig\(\s*\w+\s*,\s*["']([\w\-]+\.png)["']""")
 
 
 def chapter_sources():
@@ -26,37 +44,137 @@ def chapter_sources():
     return sorted(p for p in CHAPTER_DIR.glob("[0-9][0-9]_*.py"))
 
 
+def figures_written(source):
+    """The file names that a chapter passes to ``book.savefig``."""
+    return sorted(set(SAVEFIG_RE.findall(Path(source).read_text(encoding="utf-8"))))
+
+
+def _module_files(dotted):
+    """The files of a local module and of the packages above it (``a/__init__.py``, ``a/b.py`` ...), those that exist."""
+    parts = dotted.split(".")
+    if parts[0] not in LOCAL_PACKAGES:
+        return []
+    files = []
+    for i in range(1, len(parts) + 1):
+        base = ROOT.joinpath(*parts[:i])
+        for candidate in (base / "__init__.py", base.with_suffix(".py")):
+            if candidate.exists():
+                files.append(candidate)
+    return files
+
+
+def _imports(path):
+    """Dotted names that ``path`` imports (absolute, and relative ones resolved), submodules of ``from`` included."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    if path.name != "__init__.py":
+        package = package.rpartition(".")[0]
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            names.append(base)
+            names += [f"{base}.{alias.name}" for alias in node.names]  # kept only where such a module exists
+    return names
+
+
+def local_dependencies(source):
+    """Every file of this repository that ``source`` imports, directly or through the modules it imports."""
+    seen, todo = set(), [Path(source)]
+    while todo:
+        for name in _imports(todo.pop()):
+            for file in _module_files(name):
+                if file not in seen:
+                    seen.add(file)
+                    todo.append(file)
+    return sorted(seen)
+
+
+def inputs_hash(source, quick=None):
+    """SHA-256 over a chapter's inputs (see the module docstring), as hex."""
+    quick = (os.environ.get("LM_PRIMER_QUICK", "0") == "1") if quick is None else quick
+    source = Path(source)
+    files = [source, *local_dependencies(source)]
+    if "trained_gpt(" in source.read_text(encoding="utf-8") and source.name != TRAINED_GPT_CHAPTER:
+        trainer = CHAPTER_DIR / TRAINED_GPT_CHAPTER
+        files += [trainer, *local_dependencies(trainer)]
+    digest = hashlib.sha256(f"mode={'quick' if quick else 'full'}\n".encode())
+    for file in sorted(set(files)):
+        digest.update(file.relative_to(ROOT).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def recorded_hash(source):
+    """The inputs hash stored in the chapter's executed notebook, or None."""
+    ipynb = Path(source).with_suffix(".ipynb")
+    if not ipynb.exists():
+        return None
+    return nbformat.read(ipynb, as_version=4).metadata.get("lm_primer", {}).get("inputs_sha256")
+
+
+def is_stale(source):
+    """Why the chapter must be executed again ("" when its notebook is up to date)."""
+    if recorded_hash(source) != inputs_hash(source):
+        return "its inputs changed" if recorded_hash(source) else "it has no record of its inputs"
+    missing = [n for n in figures_written(source) if not (FIGURE_DIR / n).exists()]
+    return f"figures missing: {', '.join(missing)}" if missing else ""
+
+
 def execute(source, timeout=TIMEOUT_S):
     """Read a percent-format chapter and return it executed (cwd = chapters/) as a notebook."""
     nb = jupytext.read(source)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    # record_timing=False: no wall-clock timestamps in the cells' metadata, so that a rebuild changes no byte of
+    # a notebook whose outputs did not change.
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": str(CHAPTER_DIR)}}).execute()
     return nb
 
 
-def write_html(nb, name):
-    from nbconvert import HTMLExporter
-
-    HTML_DIR.mkdir(parents=True, exist_ok=True)
-    body, _ = HTMLExporter().from_notebook_node(nb)
-    (HTML_DIR / f"{name}.html").write_text(body, encoding="utf-8")
+def build(source):
+    """Execute one chapter and write its notebook, stamped with the hash of its inputs."""
+    digest = inputs_hash(source)
+    nb = execute(source)
+    nb.metadata["lm_primer"] = {"inputs_sha256": digest}
+    nbformat.write(nb, Path(source).with_suffix(".ipynb"))
 
 
 def main(argv=None):
-    prefixes = (argv if argv is not None else sys.argv[1:]) or [""]
-    sources = [p for p in chapter_sources() if any(p.name.startswith(s) for s in prefixes)]
+    parser = argparse.ArgumentParser(prog="python -m book.build", description=__doc__.split("\n\n")[0])
+    parser.add_argument("prefixes", nargs="*", help="chapter number prefixes (default: every chapter)")
+    parser.add_argument("--force", action="store_true", help="execute every selected chapter, changed or not")
+    args = parser.parse_args(argv)
+    sources = [p for p in chapter_sources() if any(p.name.startswith(s) for s in args.prefixes or [""])]
     if not sources:
-        raise SystemExit(f"no chapter matches {prefixes}; chapters are {[p.name for p in chapter_sources()]}")
+        raise SystemExit(f"no chapter matches {args.prefixes}; chapters are {[p.name for p in chapter_sources()]}")
+    forced = args.force or bool(args.prefixes)
+    todo = [(src, "forced" if forced else is_stale(src)) for src in sources]
+    todo = [(src, why) for src, why in todo if why]
+    print(f"book: {len(todo)} of {len(sources)} chapter(s) to execute "
+          f"({len(sources) - len(todo)} up to date); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
+          flush=True)
+    times = {}
     start = time.perf_counter()
-    for i, src in enumerate(sources, 1):
+    for i, (src, why) in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {src.name} ({why}) ...", flush=True)
         t0 = time.perf_counter()
-        print(f"[{i}/{len(sources)}] {src.name} ...", flush=True)
-        nb = execute(src)
-        nbformat.write(nb, src.with_suffix(".ipynb"))
-        write_html(nb, src.stem)
-        print(f"[{i}/{len(sources)}] {src.name} done in {time.perf_counter() - t0:.1f} s", flush=True)
-    print(f"book: {len(sources)} chapter(s) in {time.perf_counter() - start:.1f} s; HTML in {HTML_DIR}")
+        build(src)
+        times[src.name] = time.perf_counter() - t0
+        print(f"[{i}/{len(todo)}] {src.name} done in {times[src.name]:.1f} s", flush=True)
+    total = time.perf_counter() - start
+    if times:
+        print("\ntime per chapter (s):")
+        for name, seconds in times.items():
+            print(f"  {name:<32} {seconds:7.1f}")
+        print(f"  {'total':<32} {total:7.1f}  (load average now {os.getloadavg()[0]:.1f})")
+        TIMES_FILE.parent.mkdir(parents=True, exist_ok=True)
+        TIMES_FILE.write_text(json.dumps({"seconds": times, "total": total, "cores": os.cpu_count(),
+                                          "quick": os.environ.get("LM_PRIMER_QUICK", "0") == "1"}, indent=1))
 
 
 if __name__ == "__main__":

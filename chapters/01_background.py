@@ -116,7 +116,6 @@ ax[1].set_ylabel("parameters")
 ax[1].set_title("N grows like L·d²")
 fig.tight_layout()
 savefig(fig, "background_params.png")
-plt.show()
 
 # %% [markdown]
 # ## 1.3 Compute: about 6 FLOPs per parameter per token
@@ -171,7 +170,6 @@ ax.set_xlabel("TiB for GPT-3 175B (activations not included)")
 ax.set_title("Memory of the model state, by precision")
 fig.tight_layout()
 savefig(fig, "background_memory.png")
-plt.show()
 
 # %% [markdown]
 # Even stored in int4, GPT-3 does not fit on one 80 GiB accelerator; trained with Adam in mixed precision it needs

@@ -139,7 +139,6 @@ ax.grid(alpha=0.3)
 ax.legend()
 fig.tight_layout()
 savefig(fig, "training_bpe_compression.png")
-plt.show()
 
 # %%
 print("the first 12 merges:", ", ".join(repr(bpe.token_bytes(256 + k).decode()) for k in range(12)))
@@ -229,7 +228,6 @@ for ax, (act, curves) in zip(axes, variances.items()):
 axes[0].set_ylabel("variance of the pre-activations")
 fig.tight_layout()
 savefig(fig, "training_init_variance.png")
-plt.show()
 
 relu = variances["relu"]
 # He keeps a ReLU stack's variance up to finite-width noise: each layer's factor is 1 only on average, and the
@@ -311,7 +309,6 @@ ax.grid(alpha=0.3, which="both")
 ax.legend()
 fig.tight_layout()
 savefig(fig, "training_residual_init.png")
-plt.show()
 
 growth_plain = top["unscaled (std 0.02)"][-1] / top["unscaled (std 0.02)"][0]
 growth_scaled = top["GPT-2 scaled (std 0.02 / sqrt(2N))"][-1] / top["GPT-2 scaled (std 0.02 / sqrt(2N))"][0]
@@ -397,7 +394,6 @@ ax.grid(alpha=0.3)
 ax.legend(fontsize=8)
 fig.tight_layout()
 savefig(fig, "training_optimizers.png")
-plt.show()
 
 assert all(c[-10:].mean() < c[0] - 1.0 for c in curves.values())   # every optimizer learns
 
@@ -444,7 +440,6 @@ for ax in axes:
 axes[0].legend(fontsize=8)
 fig.tight_layout()
 savefig(fig, "training_schedules.png")
-plt.show()
 
 print(f"noam peak: step {steps_paper[noam_lr.argmax()]}, lr {noam_lr.max():.3e}; "
       f"(512 * 4000) ** -0.5 = {(512 * 4000) ** -0.5:.3e}")
@@ -566,7 +561,6 @@ for ax in axes:
 fig.suptitle(f"reference.train '{run['config']}': schedule and gradient norms")
 fig.tight_layout()
 savefig(fig, "training_run_dynamics.png")
-plt.show()
 print(f"{clipped:.0%} of the steps had a gradient norm above {run['grad_clip']} and were clipped")
 
 # %% [markdown]

@@ -154,7 +154,6 @@ ax.set_title("GPT: magnitude pruning" + (" (quick)" if QUICK else ""))
 ax.grid(alpha=0.3)
 ax.legend()
 savefig(fig, "optimization_pruning.png")
-plt.show()
 
 
 def tolerated(losses, reference, tol=0.01):
@@ -234,7 +233,6 @@ axes[1].set_title("1 - mean cosine with that head alone removed")
 fig.colorbar(im, ax=axes[1])
 fig.tight_layout()
 savefig(fig, "optimization_heads.png")
-plt.show()
 order = prune.lowest(ablation_scores, ablation_scores.size)
 print(f"the {len(order) // 6} least important heads by ablation sit in layers "
       f"{sorted({l for l, _ in order[:len(order) // 6]})}; the most important 12 in layers "
@@ -329,7 +327,6 @@ for ax, k, color in zip(axes, LAYER_SCHEMES, ("tab:orange", "tab:red")):
 axes[0].invert_yaxis()
 fig.tight_layout()
 savefig(fig, "optimization_layers.png")
-plt.show()
 
 # %% [markdown]
 # The rounding error is spread evenly, its effect is not: every matrix loses about the same fraction of its norm
@@ -452,7 +449,6 @@ axes[1].set_title(f"the same from step {KD_STEPS // 3}")
 axes[0].legend()
 fig.tight_layout()
 savefig(fig, "optimization_distill.png")
-plt.show()
 
 # %% [markdown]
 # A teacher's soft targets give the student, at every position, a whole distribution to match instead of one
@@ -504,7 +500,6 @@ ax.set_ylabel("validation loss (nats/char)")
 ax.set_title("Size against quality" + (" (quick)" if QUICK else ""))
 ax.grid(alpha=0.3)
 savefig(fig, "optimization_summary.png")
-plt.show()
 
 # %% [markdown]
 # What the table says, method by method:

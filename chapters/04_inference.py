@@ -123,7 +123,6 @@ for a in ax:
     a.legend(fontsize=8)
 fig.tight_layout()
 savefig(fig, "inference_next_token.png")
-plt.show()
 for i in show[:5]:
     print(f"  {tok.decode([i])!r:>6}: p = {p1[0, i]:.3f}")
 n_nucleus = int(np.isfinite(kept["top-p, p = 0.9"]).sum())
@@ -208,7 +207,6 @@ ax.set_ylabel("distinct 4-grams among all 4-grams")
 ax.set_title(f"{N_SAMPLES} continuations of 'And God said' per strategy")
 ax.grid(alpha=0.3)
 savefig(fig, "inference_strategies.png")
-plt.show()
 assert diversity["greedy"] <= min(diversity.values()) + 1e-12  # 16 identical greedy texts: the fewest 4-grams
 
 # %% [markdown]
@@ -371,7 +369,6 @@ ax.set_title(f"One decode step, NumPy float32, d_model={config.d_model}, {config
 ax.grid(alpha=0.3, which="both")
 ax.legend()
 savefig(fig, "inference_kv_cache.png")
-plt.show()
 
 # %% [markdown]
 # The printed times vary from run to run on a shared machine, but the shape does not. Recomputing costs a couple

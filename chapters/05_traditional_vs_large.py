@@ -245,7 +245,6 @@ axes[0].set_title("Which book? (5 classes)")
 axes[1].set_title("Forwards or reversed?")
 fig.tight_layout()
 savefig(fig, "traditional_learning_curves.png")
-plt.show()
 
 # %% [markdown]
 # ## 5.5 Where each wins

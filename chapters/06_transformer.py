@@ -163,8 +163,7 @@ for ax, (img, title, cmap) in zip(axes, panels):
     ax.set_xlabel("key position j")
     ax.set_ylabel("query position i")
 fig.colorbar(im, ax=axes[1:], shrink=0.8)
-savefig(fig, "ch06_attention_pattern.png")
-plt.show()
+savefig(fig, "transformer_attention_pattern.png")
 
 # %% [markdown]
 # ### The same attention without the $T \times T$ matrix: online softmax
@@ -322,8 +321,7 @@ ax.set_xlabel("position pos")
 ax.set_ylabel("dimension (2i: sin, 2i+1: cos)")
 ax.set_title(f"sinusoidal positional encoding, d_model = {d_model}")
 fig.colorbar(im, ax=ax)
-savefig(fig, "ch06_pe_heatmap.png")
-plt.show()
+savefig(fig, "transformer_pe_heatmap.png")
 
 # %% [markdown]
 # The formula as printed (`as_written.positional_encoding`, which broadcasts its one number per position to all
@@ -476,8 +474,7 @@ bx.set_xlabel("row mean")
 bx.set_ylabel("row standard deviation")
 bx.set_title("one dot per row (token): correct LN collapses all to (0, 1)")
 bx.legend(fontsize=8)
-savefig(fig, "ch06_layernorm_activations.png")
-plt.show()
+savefig(fig, "transformer_layernorm_activations.png")
 
 # %% [markdown]
 # The three as-printed formulas side by side with the correct ones, in one figure: the positional code as printed
@@ -510,8 +507,7 @@ axes[2].set_xlabel("input row std")
 axes[2].set_ylabel("output row std")
 axes[2].set_title("LayerNorm")
 axes[2].legend(fontsize=7)
-savefig(fig, "ch06_as_written_failures.png")
-plt.show()
+savefig(fig, "transformer_as_written_failures.png")
 
 # %% [markdown]
 # ## 6.7 Residual connections and Add & Norm (missing from §3.3)

@@ -239,7 +239,6 @@ bx.set_ylabel("running sum l")
 bx.set_title("l' = alpha * l + block sum")
 bx.legend(fontsize=8, loc="upper left")
 savefig(fig, "kernels_online_softmax.png")
-plt.show()
 
 # %% [markdown]
 # ## 7.3 The kernel next to the NumPy it mirrors
@@ -308,7 +307,6 @@ ax.set_ylabel("tracemalloc peak (MiB)")
 ax.set_title("attention forward: peak memory")
 ax.legend(fontsize=8)
 savefig(fig, "kernels_attention_memory.png")
-plt.show()
 
 # %% [markdown]
 # The naive forward's peak sits on the $T^2$ line: $P$ alone is $4T^2$ bytes per head. The blocked forward grows
@@ -389,7 +387,6 @@ for ax, (title, config, owner) in zip(axes, panels):
     ax.set_ylabel("query i")
     ax.set_title(f"{title}\n(white: skipped; line: the causal diagonal)", fontsize=10)
 savefig(fig, "kernels_backward_tiles.png")
-plt.show()
 
 # %% [markdown]
 # In the left panel a program owns a column of tiles. It is the only one that writes that column's rows of $dK$

@@ -276,7 +276,6 @@ for r, layer in enumerate(layers):
 fig.suptitle(f"all-MiniLM-L6-v2 attention (rows read columns): {sentence!r}", fontsize=10)
 fig.tight_layout()
 savefig(fig, "worked_attention.png")
-plt.show()
 rows = np.arange(1, len(tokens))
 print("layer  to [CLS]  to [SEP]  strongest previous-token head  strongest next-token head")
 for layer, a in enumerate(att):
@@ -359,7 +358,6 @@ ax[1].set_ylim(0, 1.25)
 ax[1].legend(fontsize=8, loc="upper center", ncol=2)
 fig.tight_layout()
 savefig(fig, "worked_summary.png")
-plt.show()
 
 # %% [markdown]
 # Both scores rank the off-topic sentence last by far, and both pick the same three sentences, all from the first

@@ -130,7 +130,6 @@ ax[2].set_title("Xavier init, width 32: through depth")
 ax[2].grid(alpha=0.3, which="both")
 fig.tight_layout()
 savefig(fig, "trends_gradient_norms.png")
-plt.show()
 
 # %% [markdown]
 # What the measurement shows:
@@ -211,7 +210,6 @@ for k, (opt, lr) in enumerate((("sgd", 1.0), ("adamw", 0.1))):
     ax[k].legend(fontsize=8)
 fig.tight_layout()
 savefig(fig, "trends_clipping.png")
-plt.show()
 
 # %% [markdown]
 # Without clipping, SGD at this rate takes a step large enough to raise the loss, which raises the gradient, which
@@ -316,7 +314,6 @@ ax[1].grid(alpha=0.3, which="both")
 ax[1].legend(fontsize=8)
 fig.tight_layout()
 savefig(fig, "trends_scaling.png")
-plt.show()
 
 # %% [markdown]
 # What the sweep shows, and what it does not:

@@ -1,4 +1,5 @@
-"""The book: every chapter executes in quick mode, its .ipynb is in step with its .py, its figures exist."""
+"""The book: every chapter executes in quick mode, its .ipynb is in step with its .py, its figures exist and show."""
+import base64
 import re
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from book.build import chapter_sources, execute  # noqa: E402
+from book.build import chapter_sources, execute, figures_written  # noqa: E402
 
 CHAPTERS = chapter_sources()
 IDS = [p.stem for p in CHAPTERS]
@@ -18,6 +19,12 @@ FIGURE_RE = re.compile(r"""["']([\w\-]+\.png)["']""")
 
 def _cells(nb):
     return [(c.cell_type, c.source.strip()) for c in nb.cells if c.cell_type in ("code", "markdown")]
+
+
+def _png_outputs(nb):
+    """The bytes of every PNG image output of the notebook's code cells, in order."""
+    return [base64.b64decode(o["data"]["image/png"]) for c in nb.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
 
 
 @pytest.mark.parametrize("source", CHAPTERS, ids=IDS)
@@ -33,6 +40,17 @@ def test_notebook_in_step_with_source(source):
 
 
 @pytest.mark.parametrize("source", CHAPTERS, ids=IDS)
+def test_notebook_shows_every_figure_it_writes(source):
+    # A reader of the notebook (GitHub, Jupyter, the site) sees each figure under the cell that drew it:
+    # book.savefig displays the PNG it wrote, so there is at least one image output per figure file.
+    executed = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+    written, shown = figures_written(source), _png_outputs(executed)
+    assert len(shown) >= len(written), (
+        f"{source.stem} writes {len(written)} figures {written} but its notebook shows {len(shown)} images: "
+        "call book.savefig (which displays the figure) and rebuild the chapter")
+
+
+@pytest.mark.parametrize("source", CHAPTERS, ids=IDS)
 def test_figures_referenced_by_chapter_exist(source):
     names = set(FIGURE_RE.findall(source.read_text(encoding="utf-8")))
     missing = sorted(n for n in names if not (ROOT / "figures" / n).exists())
@@ -45,6 +63,13 @@ def test_chapter_executes_in_quick_mode(source, tmp_path, monkeypatch):
     monkeypatch.setenv("LM_PRIMER_FIG_DIR", str(tmp_path))
     nb = execute(source, timeout=600)  # raises CellExecutionError, naming the cell, on any error
     assert any(c.cell_type == "code" for c in nb.cells)
+    # Each figure it wrote is displayed with exactly the file's bytes, and the figure names are the ones the
+    # source passes to savefig (which test_notebook_shows_every_figure_it_writes counts).
+    written = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert written == figures_written(source), f"{source.stem} wrote {written}, its source names {figures_written(source)}"
+    shown = _png_outputs(nb)
+    hidden = [name for name in written if (tmp_path / name).read_bytes() not in shown]
+    assert not hidden, f"{source.stem} writes figures that its notebook does not show: {hidden}"
 
 
 def test_readme_figures_exist():
