@@ -9,6 +9,7 @@ multi-threaded BLAS may sum a product in a different order from one run to the n
 figures must come out bit-identical on every build of the same machine. A cell that measures speed on more threads
 says so, with ``threadpoolctl.threadpool_limits(n)`` as a context manager around the timing alone.
 """
+import json
 import os
 import sys
 import tempfile
@@ -25,6 +26,29 @@ FIG_DIR = Path(os.environ.get("LM_PRIMER_FIG_DIR", ROOT / "figures"))
 
 BLAS_THREADS = 1
 threadpool_limits(limits=BLAS_THREADS)
+
+
+def glue(name, text):
+    """Give the prose a number this cell computed: ``{{name}}`` in the chapter's markdown becomes ``text``.
+
+    ``python -m book.build`` sets ``LM_PRIMER_GLUE_FILE`` for the kernel; each call adds ``name: text`` to that file,
+    and after the run the builder writes the text into the markdown cells of the executed notebook (keeping the
+    ``{{name}}`` template in the cell's metadata). The notebook then reads as plain prose on GitHub, in Jupyter and on
+    the website alike, and the sentence cannot disagree with the computation. Outside the builder this does nothing.
+    ``text`` is a string, formatted as the sentence needs it (``f"{loss:.2f}"``).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"glue({name!r}, ...): expected the text to insert (a str), got {type(text).__name__}")
+    path = os.environ.get("LM_PRIMER_GLUE_FILE")
+    if path:
+        values = json.loads(Path(path).read_text(encoding="utf-8")) if Path(path).exists() else {}
+        values[name] = text
+        Path(path).write_text(json.dumps(values, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def machine_load():
+    """One line for the cells that measure time: this machine's load and cores, printed beside the measurement."""
+    return f"measured on the machine that built this book: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
 
 
 def savefig(fig, name, dpi=110):

@@ -4,9 +4,12 @@
     python -m book.build --force    # every chapter (`make book FORCE=1`)
     python -m book.build 06 09      # only chapters whose file name starts with 06 or 09 (always executed)
     LM_PRIMER_QUICK=1 python -m book.build 06   # quick mode, for trying a change
+    python -m book.build --sync 06  # text-only edit: copy the sources into the notebook, keep the outputs
 
 A chapter is a jupytext percent-format ``chapters/NN_name.py``; the executed ``chapters/NN_name.ipynb`` is generated
-from it with its outputs, so the two are always in step (``tests/book/test_chapters.py`` checks that).
+from it with its outputs, so the two are always in step (``tests/book/test_chapters.py`` checks that). Numbers in
+the prose come from the cells: ``book.glue("name", text)`` in code, ``{{name}}`` in markdown, written into the
+notebook's markdown after the run (``render_glue``), so GitHub, Jupyter and the site all show the computed text.
 
 What "changed" means: each notebook records, in its metadata, a SHA-256 over its chapter's inputs: the chapter's
 ``.py``, every module of this repository that it imports (found by reading the ``import`` statements, transitively:
@@ -22,6 +25,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +40,7 @@ TIMES_FILE = ROOT / "build" / "book_times.json"
 TIMEOUT_S = 3600  # per cell; full-mode training cells take minutes on 2 cores
 LOCAL_PACKAGES = ("reference", "book", "kernels", "bench", "tests")
 TRAINED_GPT_CHAPTER = "02_training.py"  # writes runs/small/checkpoint.npz, which book.trained_gpt loads
+GLUE_RE = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")   # {{name}} in markdown: a value from book.glue
 SAVEFIG_RE = re.compile(r"""savefig\(\s*\w+\s*,\s*["']([\w\-]+\.png)["']""")
 
 
@@ -125,15 +130,73 @@ def is_stale(source):
     return f"figures missing: {', '.join(missing)}" if missing else ""
 
 
+def render_glue(nb, values):
+    """Write the glued values into the notebook's markdown: ``{{name}}`` becomes ``values[name]``.
+
+    The cell keeps its template in ``metadata["lm_primer_template"]``, the notebook the values in
+    ``metadata["lm_primer"]["glue"]``, so that the test can check text against template. A name that no cell glued
+    is an error: the prose would otherwise show a number nothing computed.
+    """
+    missing = set()
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        template = cell.metadata.get("lm_primer_template", cell.source)
+        if not GLUE_RE.search(template):
+            continue
+        missing |= {m for m in GLUE_RE.findall(template) if m not in values}
+        cell.metadata["lm_primer_template"] = template
+        cell.source = GLUE_RE.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+    if missing:
+        raise ValueError(f"the text uses {sorted(missing)}, which no cell passed to book.glue")
+    nb.metadata.setdefault("lm_primer", {})["glue"] = dict(sorted(values.items()))
+    return nb
+
+
 def execute(source, timeout=TIMEOUT_S):
-    """Read a percent-format chapter and return it executed (cwd = chapters/) as a notebook."""
+    """Read a percent-format chapter and return it executed (cwd = chapters/) as a notebook, its glue rendered."""
     nb = jupytext.read(source)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    # record_timing=False: no wall-clock timestamps in the cells' metadata, so that a rebuild changes no byte of
-    # a notebook whose outputs did not change.
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                   resources={"metadata": {"path": str(CHAPTER_DIR)}}).execute()
-    return nb
+    with tempfile.TemporaryDirectory(prefix="lm_primer_glue_") as tmp:
+        glue_file = Path(tmp) / "glue.json"
+        previous = os.environ.get("LM_PRIMER_GLUE_FILE")
+        os.environ["LM_PRIMER_GLUE_FILE"] = str(glue_file)  # the kernel inherits it (book.glue writes there)
+        try:
+            # record_timing=False: no wall-clock timestamps in the cells' metadata, so that a rebuild changes no
+            # byte of a notebook whose outputs did not change.
+            NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                           resources={"metadata": {"path": str(CHAPTER_DIR)}}).execute()
+        finally:
+            if previous is None:
+                os.environ.pop("LM_PRIMER_GLUE_FILE", None)
+            else:
+                os.environ["LM_PRIMER_GLUE_FILE"] = previous
+        values = json.loads(glue_file.read_text(encoding="utf-8")) if glue_file.exists() else {}
+    return render_glue(nb, values)
+
+
+def sync(source):
+    """Copy a chapter's cell sources into its executed notebook, keeping the outputs, re-rendering the glue.
+
+    For text-only edits that keep the cell structure (no re-execution). Returns the number of cells changed.
+    """
+    ipynb = Path(source).with_suffix(".ipynb")
+    new = [c for c in jupytext.read(source).cells if c.cell_type in ("code", "markdown")]
+    nb = nbformat.read(ipynb, as_version=4)
+    old = [c for c in nb.cells if c.cell_type in ("code", "markdown")]
+    if [c.cell_type for c in new] != [c.cell_type for c in old]:
+        raise SystemExit(f"{Path(source).name}: cells added, removed or retyped; execute it instead")
+    changed = 0
+    for fresh, cell in zip(new, old):
+        current = cell.metadata.get("lm_primer_template", cell.source)
+        if fresh.source.strip() != current.strip():
+            cell.source = fresh.source
+            cell.metadata.pop("lm_primer_template", None)
+            changed += 1
+    render_glue(nb, nb.metadata.get("lm_primer", {}).get("glue", {}))
+    if changed:
+        nbformat.write(nb, ipynb)
+    return changed
 
 
 def build(source):
@@ -148,10 +211,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m book.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("prefixes", nargs="*", help="chapter number prefixes (default: every chapter)")
     parser.add_argument("--force", action="store_true", help="execute every selected chapter, changed or not")
+    parser.add_argument("--sync", action="store_true",
+                        help="execute nothing: copy text edits from the .py into the .ipynb, keeping the outputs")
     args = parser.parse_args(argv)
     sources = [p for p in chapter_sources() if any(p.name.startswith(s) for s in args.prefixes or [""])]
     if not sources:
         raise SystemExit(f"no chapter matches {args.prefixes}; chapters are {[p.name for p in chapter_sources()]}")
+    if args.sync:
+        for src in sources:
+            print(f"{src.with_suffix('.ipynb').name}: {sync(src)} cell(s) synced")
+        return
     forced = args.force or bool(args.prefixes)
     todo = [(src, "forced" if forced else is_stale(src)) for src in sources]
     todo = [(src, why) for src, why in todo if why]

@@ -101,7 +101,6 @@ def check(name, got, ref, rtol):
     err = rel_error(got, ref)
     print(f"{name:<44} relative error {err:.1e}  (bound {rtol:.0e})")
     assert err < rtol, f"{name}: {err:.2e} >= {rtol:.0e}"
-    return err
 
 # %% [markdown]
 # ## 7.1 One equation, three algorithms

@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
-from book import QUICK, savefig  # noqa: E402
+from book import QUICK, machine_load, savefig  # noqa: E402
 from reference import train  # noqa: E402
 from reference.models import gpt
 from reference.studies import counting, depth, scaling_law
@@ -109,18 +109,26 @@ for v, rows in vs_depth.items():
     print(f"{v:>9} " + " ".join(f"{a[0] / a[-1]:>9.2g}" for a in rows))
 
 colors = dict(zip(depth.VARIANTS, ["tab:gray", "tab:purple", "tab:red", "tab:blue", "tab:green"]))
-fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+markers = dict(zip(depth.VARIANTS, "osD^v"))
+fig, ax = plt.subplots(1, 3, figsize=(15, 4.4))
 for k, init_scheme in enumerate(depth.INITS):
-    for v in depth.VARIANTS:
-        a = norms[v, init_scheme]["activation"]
-        ax[k].semilogy(np.arange(DEPTH + 1), a / a[-1], "o-", ms=3, color=colors[v], label=v)
+    # The axis spans the curves that stay within 1e-6 of the top (x2 margin); one that falls further (plain under
+    # GPT-2's init reaches ~1e-119) would squash the others onto one line, so it leaves the axis with its value noted.
+    curves = {v: norms[v, init_scheme]["activation"] / norms[v, init_scheme]["activation"][-1] for v in depth.VARIANTS}
+    kept = np.concatenate([c for c in curves.values() if c.min() >= 1e-6])
+    ax[k].set_ylim(kept.min() / 2, kept.max() * 2)
+    for v, c in curves.items():
+        ax[k].semilogy(np.arange(DEPTH + 1), c, "-", marker=markers[v], ms=4, color=colors[v], label=v)
+        if c.min() < kept.min() / 2:
+            ax[k].annotate(f"{v}: {c[0]:.0e} at the input, off the axis", (0.02, 0.04), xycoords="axes fraction",
+                           fontsize=8, color=colors[v])
     ax[k].set_xlabel("block l (0 = input, L = top)")
     ax[k].set_ylabel(r"$\|\partial\ell/\partial x_l\|\ /\ \|\partial\ell/\partial x_L\|$")
     ax[k].set_title(f"{init_scheme} init, depth {DEPTH}, width {WIDTH}")
     ax[k].grid(alpha=0.3)
 ax[0].legend(fontsize=8)
 for v in depth.VARIANTS:
-    ax[2].loglog(DEPTHS, [a[0] / a[-1] for a in vs_depth[v]], "o-", color=colors[v], label=v)
+    ax[2].loglog(DEPTHS, [a[0] / a[-1] for a in vs_depth[v]], "-", marker=markers[v], color=colors[v], label=v)
 ax[2].set_xticks(DEPTHS)
 ax[2].xaxis.set_major_formatter(ScalarFormatter())
 ax[2].xaxis.set_minor_formatter(NullFormatter())
@@ -243,7 +251,7 @@ for L, d, H in SIZES:
     sweep.append({"L": L, "d": d, "N": r["n_params"] - n_embed, "n_matmul": r["n_matmul"], "tokens": r["tokens"],
                   "seconds": r["seconds"], "val": r["val"][-1][1], "val_mid": r["val"][0][1], "config": config})
     print(f"L={L} d={d:>3}: N = {sweep[-1]['N']:>8,} non-embedding parameters, val loss {sweep[-1]['val_mid']:.4f} "
-          f"at step {r['val'][0][0]}, {sweep[-1]['val']:.4f} at the end; {r['seconds']:.1f} s")
+          f"at step {r['val'][0][0]}, {sweep[-1]['val']:.4f} at the end")
 N = np.array([s["N"] for s in sweep], dtype=float)
 val_loss = np.array([s["val"] for s in sweep])
 a, b, r2 = scaling_law.fit_power_law(N, val_loss)
@@ -251,6 +259,21 @@ print(f"fit: L(N) = {np.exp(a):.3f} * N^({b:.4f}),  alpha_N = {-b:.4f},  R^2 = {
 if not QUICK:
     assert b < 0 and r2 > 0.8
     assert all(s["val"] < s["val_mid"] for s in sweep)   # still learning at the end of the budget
+
+fig, ax = plt.subplots(figsize=(6.5, 4.2))
+ax.loglog(N, val_loss, "o", ms=7, label="measured")
+grid = np.geomspace(N.min() / 1.5, N.max() * 1.5, 50)
+ax.loglog(grid, scaling_law.power_law(grid, a, b), "--", label=rf"fit $L \propto N^{{{b:.3f}}}$ ($R^2$ = {r2:.2f})")
+for s in sweep:
+    ax.annotate(f"L={s['L']}, d={s['d']}", (s["N"], s["val"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+ax.set_xlabel("non-embedding parameters N")
+ax.set_ylabel("validation loss (nats per character)")
+ax.yaxis.set_major_formatter(ScalarFormatter())
+ax.yaxis.set_minor_formatter(ScalarFormatter())
+ax.set_title(f"Bigger is better at a fixed budget ({budget:,} tokens per model)", fontsize=10)
+ax.grid(alpha=0.3, which="both")
+ax.legend(fontsize=8)
+savefig(fig, "trends_scaling.png")
 
 # %% [markdown]
 # ## 9.4 Compute: $6ND$ against the clock
@@ -260,9 +283,10 @@ if not QUICK:
 # (`scaling_law.matmul_params`); attention's scores and weighted sum add $6 \cdot 2LTd \cdot \tfrac12$ per token under a
 # causal mask (`counting.flops_per_token`), a visible share at $d = 32$ with $T = 64$. The achieved rate is $C$ over
 # the measured wall time of the training steps (evaluation excluded). The machine: one BLAS thread on a 2-core CPU
-# that was shared with other jobs while this ran (its load average is printed), NumPy float32.
+# that was shared with other jobs while this ran (its load average is printed), NumPy float32. The next cell and its
+# figure are measurements of the machine that built this book: their numbers change from build to build.
 
-# %%
+# %% tags=["timing"]
 for s in sweep:
     shape = counting.DecoderShape(n_layer=s["L"], d_model=s["d"], n_head=s["config"].n_head, n_ctx=CONTEXT,
                                vocab_size=tokenizer.vocab_size)
@@ -286,34 +310,22 @@ for _ in range(7):                  # the best of 7 trials: the other jobs on th
 matmul_rate = 10 * 2 * n_mm ** 3 / min(trials)
 print(f"median achieved rate: {rate / 1e9:.2f} GFLOP/s; a {n_mm}x{n_mm} float32 matmul (best of 7): "
       f"{matmul_rate / 1e9:.1f} GFLOP/s; the training steps reach {rate / matmul_rate:.0%} of it")
-print(f"load average while this chapter ran: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+print(machine_load())
 gpt3 = 3.14e23
 print(f"at {rate / 1e9:.1f} GFLOP/s, GPT-3's 3.14e23 training FLOPs would take {gpt3 / rate / 3.156e7:,.0f} years")
 
-fig, ax = plt.subplots(1, 2, figsize=(12, 4.2))
-ax[0].loglog(N, val_loss, "o", ms=7, label="measured")
-grid = np.geomspace(N.min() / 1.5, N.max() * 1.5, 50)
-ax[0].loglog(grid, scaling_law.power_law(grid, a, b), "--", label=rf"fit $L \propto N^{{{b:.3f}}}$ ($R^2$ = {r2:.2f})")
-for s in sweep:
-    ax[0].annotate(f"L={s['L']}, d={s['d']}", (s["N"], s["val"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
-ax[0].set_xlabel("non-embedding parameters N")
-ax[0].set_ylabel("validation loss (nats per character)")
-ax[0].yaxis.set_major_formatter(ScalarFormatter())
-ax[0].yaxis.set_minor_formatter(ScalarFormatter())
-ax[0].set_title(f"same budget: {budget:,} tokens per model")
-ax[0].grid(alpha=0.3, which="both")
-ax[0].legend(fontsize=8)
+fig, ax = plt.subplots(figsize=(6.5, 4.2))
 C = np.array([s["C_6ND"] for s in sweep])
-ax[1].loglog(C, [s["seconds"] for s in sweep], "o", ms=7, label="measured wall time")
+ax.loglog(C, [s["seconds"] for s in sweep], "o", ms=7, label="measured wall time")
 cgrid = np.geomspace(C.min() / 1.5, C.max() * 1.5, 50)
-ax[1].loglog(cgrid, cgrid / rate, "--", label=f"6ND at {rate / 1e9:.1f} GFLOP/s (median)")
-ax[1].set_xlabel("training compute 6ND (FLOPs)")
-ax[1].set_ylabel("seconds")
-ax[1].set_title("compute predicts time, up to the achieved rate")
-ax[1].grid(alpha=0.3, which="both")
-ax[1].legend(fontsize=8)
-fig.tight_layout()
-savefig(fig, "trends_scaling.png")
+ax.loglog(cgrid, cgrid / rate, "--", label=f"6ND at {rate / 1e9:.1f} GFLOP/s (median)")
+ax.set_xlabel("training compute 6ND (FLOPs)")
+ax.set_ylabel("training time (s)")
+ax.set_title(f"Compute predicts time, up to the achieved rate\n(measured on the build machine, load "
+             f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)", fontsize=10)
+ax.grid(alpha=0.3, which="both")
+ax.legend(fontsize=8)
+savefig(fig, "trends_compute_time.png")
 
 # %% [markdown]
 # What the sweep shows, and what it does not:

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from book.build import chapter_sources, execute, figures_written  # noqa: E402
+from book.build import GLUE_RE, chapter_sources, execute, figures_written  # noqa: E402
 
 CHAPTERS = chapter_sources()
 IDS = [p.stem for p in CHAPTERS]
@@ -18,7 +18,9 @@ FIGURE_RE = re.compile(r"""["']([\w\-]+\.png)["']""")
 
 
 def _cells(nb):
-    return [(c.cell_type, c.source.strip()) for c in nb.cells if c.cell_type in ("code", "markdown")]
+    """(type, source) of each cell; a markdown cell with glued numbers counts by its template (what the .py holds)."""
+    return [(c.cell_type, c.metadata.get("lm_primer_template", c.source).strip())
+            for c in nb.cells if c.cell_type in ("code", "markdown")]
 
 
 def _png_outputs(nb):
@@ -37,6 +39,21 @@ def test_notebook_in_step_with_source(source):
     assert not unexecuted, f"{ipynb.name}: code cells {unexecuted} were never executed"
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, f"{ipynb.name} was committed with an error output"
+
+
+@pytest.mark.parametrize("source", CHAPTERS, ids=IDS)
+def test_prose_numbers_are_the_computed_ones(source):
+    # A number in the text that a cell computes is glued ({{name}} in the .py), and the notebook shows the value
+    # that cell produced: no placeholder left, and each glued cell reads as its template with the recorded values.
+    executed = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+    values = executed.metadata.get("lm_primer", {}).get("glue", {})
+    for cell in executed.cells:
+        if cell.cell_type != "markdown":
+            continue
+        assert not GLUE_RE.search(cell.source), f"{source.stem}: unrendered {GLUE_RE.findall(cell.source)}: rebuild it"
+        template = cell.metadata.get("lm_primer_template")
+        if template is not None:
+            assert GLUE_RE.sub(lambda m: values[m.group(1)], template) == cell.source
 
 
 @pytest.mark.parametrize("source", CHAPTERS, ids=IDS)
