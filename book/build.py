@@ -100,16 +100,21 @@ def local_dependencies(source):
     return sorted(seen)
 
 
-def inputs_hash(source, quick=None):
-    """SHA-256 over a chapter's inputs (see the module docstring), as hex."""
-    quick = (os.environ.get("LM_PRIMER_QUICK", "0") == "1") if quick is None else quick
+def input_files(source):
+    """The files whose bytes decide a chapter's outputs: its source, what it imports, and chapter 2 where needed."""
     source = Path(source)
     files = [source, *local_dependencies(source)]
     if "trained_gpt(" in source.read_text(encoding="utf-8") and source.name != TRAINED_GPT_CHAPTER:
         trainer = CHAPTER_DIR / TRAINED_GPT_CHAPTER
         files += [trainer, *local_dependencies(trainer)]
+    return sorted(set(files))
+
+
+def inputs_hash(source, quick=None):
+    """SHA-256 over a chapter's inputs (see the module docstring), as hex."""
+    quick = (os.environ.get("LM_PRIMER_QUICK", "0") == "1") if quick is None else quick
     digest = hashlib.sha256(f"mode={'quick' if quick else 'full'}\n".encode())
-    for file in sorted(set(files)):
+    for file in input_files(source):
         digest.update(file.relative_to(ROOT).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -153,9 +158,25 @@ def render_glue(nb, values):
     return nb
 
 
-def execute(source, timeout=TIMEOUT_S):
-    """Read a percent-format chapter and return it executed (cwd = chapters/) as a notebook, its glue rendered."""
+SLOW_CELL_S = 15  # cells slower than this are listed after their chapter: where the build time goes
+
+
+def execute(source, timeout=TIMEOUT_S, cell_times=None):
+    """Read a percent-format chapter and return it executed (cwd = chapters/) as a notebook, its glue rendered.
+
+    ``cell_times``, a list, receives ``(seconds, first line of the cell)`` for every code cell.
+    """
     nb = jupytext.read(source)
+    started = {}
+
+    def on_start(cell, cell_index):
+        started[cell_index] = time.perf_counter()
+
+    def on_complete(cell, cell_index):
+        if cell_times is not None and cell_index in started:
+            first = next((line for line in cell.source.splitlines() if line.strip()), "")
+            cell_times.append((time.perf_counter() - started[cell_index], f"cell {cell_index}: {first[:60]}"))
+
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     with tempfile.TemporaryDirectory(prefix="lm_primer_glue_") as tmp:
         glue_file = Path(tmp) / "glue.json"
@@ -165,6 +186,7 @@ def execute(source, timeout=TIMEOUT_S):
             # record_timing=False: no wall-clock timestamps in the cells' metadata, so that a rebuild changes no
             # byte of a notebook whose outputs did not change.
             NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                           on_cell_start=on_start, on_cell_complete=on_complete,
                            resources={"metadata": {"path": str(CHAPTER_DIR)}}).execute()
         finally:
             if previous is None:
@@ -200,11 +222,13 @@ def sync(source):
 
 
 def build(source):
-    """Execute one chapter and write its notebook, stamped with the hash of its inputs."""
+    """Execute one chapter and write its notebook, stamped with the hash of its inputs; returns its slow cells."""
     digest = inputs_hash(source)
-    nb = execute(source)
-    nb.metadata["lm_primer"] = {"inputs_sha256": digest}
+    cell_times = []
+    nb = execute(source, cell_times=cell_times)
+    nb.metadata.setdefault("lm_primer", {})["inputs_sha256"] = digest
     nbformat.write(nb, Path(source).with_suffix(".ipynb"))
+    return sorted((t for t in cell_times if t[0] >= SLOW_CELL_S), reverse=True)
 
 
 def main(argv=None):
@@ -232,9 +256,10 @@ def main(argv=None):
     for i, (src, why) in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] {src.name} ({why}) ...", flush=True)
         t0 = time.perf_counter()
-        build(src)
+        slow = build(src)
         times[src.name] = time.perf_counter() - t0
-        print(f"[{i}/{len(todo)}] {src.name} done in {times[src.name]:.1f} s", flush=True)
+        print(f"[{i}/{len(todo)}] {src.name} done in {times[src.name]:.1f} s"
+              + "".join(f"\n      {seconds:6.1f} s  {what}" for seconds, what in slow), flush=True)
     total = time.perf_counter() - start
     if times:
         print("\ntime per chapter (s):")

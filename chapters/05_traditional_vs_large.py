@@ -39,7 +39,7 @@ import time  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from book import QUICK, machine_load, savefig  # noqa: E402
+from book import QUICK, glue, machine_load, savefig  # noqa: E402
 from reference.models import classifier, logreg  # noqa: E402
 from reference.training import textcls
 
@@ -225,6 +225,18 @@ assert np.all(order_res[:, 1] == 0.5)             # a pair always gets one right
 assert np.all(book_res[:, 1] > majority + 0.05)
 assert order_res[-1, 2] > (0.55 if QUICK else 0.8)   # positions let the Transformer read the order
 
+# The numbers that 5.5 quotes: the smallest, a middle and the largest training set of each task.
+glue("majority", f"{100 * majority:.1f}")
+for name, res in results.items():
+    for where, row in (("first", res[0]), ("mid", res[len(res) // 2]), ("last", res[-1])):
+        n, acc_lr, acc_tf = int(row[0]), 100 * row[1], 100 * row[2]
+        glue(f"{name}_n_{where}", f"{n}" if n < 10_000 else f"{n:,}".replace(",", " "))
+        glue(f"{name}_lr_{where}", f"{acc_lr:.1f}")
+        glue(f"{name}_tf_{where}", f"{acc_tf:.1f}")
+        glue(f"{name}_tf_{where}_round", f"{acc_tf:.0f}")
+        glue(f"{name}_gap_{where}", f"{acc_lr - acc_tf:.0f}")
+glue("book_margin_first", f"{100 * (book_res[0, 1] - majority):.0f}")
+
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
 for ax, (name, res), base, base_label in zip(axes, results.items(), (majority, 0.5),
                                              ("largest class", "chance (any bag of words)")):
@@ -260,19 +272,21 @@ print(f"largest book training set: the Transformer run took {res[-1, 4] / res[-1
 # The numbers below are those of the full run (`make book`); one training subset and one seed per size, so a
 # difference of a point or two at the small sizes is within the noise.
 #
-# **Which book.** Logistic regression wins at every training size: 50.0 % against 42.8 % with 50 verses, 68.7 %
-# against 65.0 % with 500, and 82.2 % against 79.9 % with the whole pool of 4489. With 50 verses it already beats the
-# largest class (38.2 %) by 12 points, because a handful of words settle many verses (exercise 3 lists them: "joseph",
+# **Which book.** Logistic regression wins at every training size: {{book_lr_first}} % against {{book_tf_first}} %
+# with {{book_n_first}} verses, {{book_lr_mid}} % against {{book_tf_mid}} % with {{book_n_mid}}, and {{book_lr_last}} % against
+# {{book_tf_last}} % with the whole pool of {{book_n_last}}. With {{book_n_first}} verses it already beats the
+# largest class ({{majority}} %) by {{book_margin_first}} points, because a handful of words settle many verses (exercise 3 lists them: "joseph",
 # "selah", "wisdom", "jesus", "law"). The Transformer has to learn an embedding for every word from the same few
 # examples, and what it could add (order, context) matters little when the answer is mostly in the vocabulary. The gap
-# narrows with data, from 7 points at 50 verses to 2 at 4489, and the Transformer's best dev checkpoint on the full
+# narrows with data, from {{book_gap_first}} points at {{book_n_first}} verses to {{book_gap_last}} at {{book_n_last}}, and the Transformer's best dev checkpoint on the full
 # pool was its last, so longer training might close part of it. Training cost does not narrow: on the full pool, one
 # Transformer run takes several times as long as all three fits of the logistic regression together (printed after
 # the figure).
 #
 # **Forwards or reversed.** Logistic regression on a bag of words stays at exactly 50 % at every size, because its
-# input cannot express the difference. The Transformer is at chance with 100 verses, reaches 81.8 % with 3000 and 89.4
-# % with the whole pool of 28 602, and its curve is still rising. Here more data helps only the model whose structure
+# input cannot express the difference. The Transformer is at chance with {{order_n_first}} verses
+# ({{order_tf_first}} %), reaches {{order_tf_mid}} % with {{order_n_mid}} and {{order_tf_last}} % with the whole pool of
+# {{order_n_last}}, and its curve is still rising. Here more data helps only the model whose structure
 # can use it.
 #
 # So the material's claim holds in a narrower form than it is written. "Large" is not what wins; *structure* is. A
@@ -280,7 +294,7 @@ print(f"largest book training set: the Transformer run took {res[-1, 4] / res[-1
 # fit its parameters. Logistic regression is not weak on "high-dimensional" data: its 2000-dimensional sparse input is
 # where it is at its best. What it cannot do is use information it was never given. Exercise 2 gives it word order
 # back, as counts of adjacent word pairs, and with 3000 training verses it then reaches 96 % on the order task, well
-# above the Transformer's 82 % at the same size and above its 89 % with ten times the data. Here, on small data, the
+# above the Transformer's {{order_tf_mid_round}} % at the same size and above its {{order_tf_last_round}} % with ten times the data. Here, on small data, the
 # designed features beat the learned ones. What large models bring is that they learn such features from data instead
 # of having them designed, for tasks where nobody knows which features to design; that pays off at a scale of data and
 # compute far beyond this chapter (chapters 1 and 9).

@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
-from book import QUICK, machine_load, savefig  # noqa: E402
+from book import QUICK, glue, machine_load, savefig  # noqa: E402
 from reference import train  # noqa: E402
 from reference.models import gpt
 from reference.studies import counting, depth, scaling_law
@@ -97,6 +97,10 @@ assert ratio["plain", "xavier"] < 1e-3 and ratio["residual", "xavier"] > 1e2
 assert all(1e-2 < ratio[v, "xavier"] < 1e2 for v in ("ln", "post_ln", "pre_ln"))
 assert all(abs(ratio[v, "gpt2"] - 1) < 0.2 for v in ("residual", "post_ln", "pre_ln"))
 assert ratio["plain", "gpt2"] < 1e-30
+gpt2_ratios = [ratio[v, "gpt2"] for v in ("residual", "post_ln", "pre_ln")]
+glue("gpt2_ratio_min", f"{min(gpt2_ratios):.2f}")
+glue("gpt2_ratio_max", f"{max(gpt2_ratios):.2f}")
+glue("gpt2_ln_rms", f"{norms['ln', 'gpt2']['forward_rms'][-1]:.2f}")
 
 # %% [markdown]
 # How the ratio between the input's gradient and the top's grows or shrinks with depth (Xavier init):
@@ -107,6 +111,14 @@ print("|dx_0| / |dx_L| at width 32, Xavier init")
 print(f"{'depth':>9} " + " ".join(f"{d:>9}" for d in DEPTHS))
 for v, rows in vs_depth.items():
     print(f"{v:>9} " + " ".join(f"{a[0] / a[-1]:>9.2g}" for a in rows))
+post_ratios = [a[0] / a[-1] for a in vs_depth["post_ln"]]
+pre_ratios = [a[0] / a[-1] for a in vs_depth["pre_ln"]]
+glue("postln_min", f"{min(post_ratios):.1f}")
+glue("postln_max", f"{max(post_ratios):.1f}")
+glue("preln_first", f"{pre_ratios[0]:.1f}")
+glue("preln_last", f"{pre_ratios[-1]:.0f}")
+glue("depth_first", str(DEPTHS[0]))
+glue("depth_last", str(DEPTHS[-1]))
 
 colors = dict(zip(depth.VARIANTS, ["tab:gray", "tab:purple", "tab:red", "tab:blue", "tab:green"]))
 markers = dict(zip(depth.VARIANTS, "osD^v"))
@@ -155,17 +167,17 @@ savefig(fig, "trends_gradient_norms.png")
 #   shrinkage divided out, in the backward pass too. It does not keep the information, though: without a skip,
 #   attention's averaging makes all positions alike (chapter 6.7 measures it), while the gradient's size looks
 #   healthy. A healthy gradient norm is necessary, not sufficient.
-# - **post-LN vs pre-LN.** In `post_ln` the ratio stays between about 0.4 and 1.3 at every depth measured, with no
-#   trend. In `pre_ln` the gradient grows towards the input, and more so the deeper the stack (about 2.5 at depth 6,
-#   9 at depth 48): the residual stream grows with depth, and every LN divides its gradient by the stream's std at
+# - **post-LN vs pre-LN.** In `post_ln` the ratio stays between about {{postln_min}} and {{postln_max}} at every depth
+#   measured, with no trend. In `pre_ln` the gradient grows towards the input, and more so the deeper the stack (about
+#   {{preln_first}} at depth {{depth_first}}, {{preln_last}} at depth {{depth_last}}): the residual stream grows with depth, and every LN divides its gradient by the stream's std at
 #   that depth, so the lower blocks, where the stream is smaller, receive more. Neither ratio alone says how well
 #   a stack trains: Xiong et al. (2020) explain post-LN's need for a learning-rate warm-up by the scale of the
 #   gradients of the parameters near the output at init, together with the learning rate.
 # - **GPT-2's init makes every residual wiring the identity at init.** Sublayers with std-0.02 weights add almost
-#   nothing, the skip carries the gradient unchanged (ratios 1.00 to 1.02), and the scaled residual projections keep it so as
+#   nothing, the skip carries the gradient unchanged (ratios {{gpt2_ratio_min}} to {{gpt2_ratio_max}}), and the scaled residual projections keep it so as
 #   depth grows. The `ln` wiring is the exception under this init: its sublayers' outputs are so small that LN's
 #   $\epsilon = 10^{-5}$ is not negligible beside their variance, and LN no longer fully renormalises (the rms of
-#   $x_L$ is 0.77, not 1).
+#   $x_L$ is {{gpt2_ln_rms}}, not 1).
 #
 # ## 9.2 Gradient clipping against a too-large learning rate
 #
@@ -201,6 +213,8 @@ assert clip_runs["sgd", None]["diverged_at"] is not None
 sgd_clipped = clip_runs["sgd", 1.0]
 assert sgd_clipped["diverged_at"] is None and sgd_clipped["val"][-1][1] < sgd_clipped["train_loss"][0] - 1.0
 assert all(clip_runs["adamw", c]["diverged_at"] is None for c in (None, 1.0))
+adamw_gap = clip_runs["adamw", 1.0]["val"][-1][1] - clip_runs["adamw", None]["val"][-1][1]
+glue("adamw_clip_gap", f"{abs(adamw_gap):.2f} nats {'higher' if adamw_gap > 0 else 'lower'}")
 
 fig, ax = plt.subplots(1, 2, figsize=(12, 4))
 for k, (opt, lr) in enumerate((("sgd", 1.0), ("adamw", 0.1))):
@@ -224,7 +238,7 @@ savefig(fig, "trends_clipping.png")
 # makes the next step larger: the gradient norm grows by many orders of magnitude and the loss becomes NaN within a
 # few dozen steps. Clipped, the same rate trains, since the step is at most $\eta\tau$. For AdamW the two curves are
 # close (its per-coordinate steps stay near $\eta$ whatever the gradient's size), and at this rate clipping
-# does not rescue or improve the run (the clipped run ended about 0.1 nats higher): what Adam needs against a
+# does not rescue or improve the run (the clipped run's validation loss ended {{adamw_clip_gap}}): what Adam needs against a
 # too-large rate is a smaller rate or a warm-up. In practice clipping with Adam guards against rare spikes:
 # chapter 2's training run clips at 1 and logs how often it fires.
 #
