@@ -172,7 +172,7 @@ def execute(source, timeout=TIMEOUT_S, cell_times=None):
     def on_start(cell, cell_index):
         started[cell_index] = time.perf_counter()
 
-    def on_complete(cell, cell_index):
+    def on_complete(cell, cell_index, **_):
         if cell_times is not None and cell_index in started:
             first = next((line for line in cell.source.splitlines() if line.strip()), "")
             cell_times.append((time.perf_counter() - started[cell_index], f"cell {cell_index}: {first[:60]}"))
@@ -186,7 +186,7 @@ def execute(source, timeout=TIMEOUT_S, cell_times=None):
             # record_timing=False: no wall-clock timestamps in the cells' metadata, so that a rebuild changes no
             # byte of a notebook whose outputs did not change.
             NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                           on_cell_start=on_start, on_cell_complete=on_complete,
+                           on_cell_execute=on_start, on_cell_executed=on_complete,
                            resources={"metadata": {"path": str(CHAPTER_DIR)}}).execute()
         finally:
             if previous is None:

@@ -470,13 +470,13 @@ for name, a in after.items():
 ax.set_xlabel("activation value")
 ax.set_ylabel("density")
 ax.set_title("all values, pooled over rows")
-ax.legend(fontsize=8)
+ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
 bx.set_xscale("symlog", linthresh=0.1)
 bx.set_yscale("log")
 bx.set_xlabel("row mean")
 bx.set_ylabel("row standard deviation")
 bx.set_title("one dot per row (token): correct LN collapses all to (0, 1)")
-bx.legend(fontsize=8)
+bx.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
 savefig(fig, "transformer_layernorm_activations.png")
 
 # %% [markdown]

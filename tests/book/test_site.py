@@ -145,6 +145,9 @@ def test_site_in_a_browser(built_site, server, browser):
     for name, rel in [("site_home.png", "index.html"), ("site_chapter.png", f"chapters/{SCREENSHOT_CHAPTER}.html")]:
         browser.get(f"{server}/{rel}")
         browser.execute_async_script(WAIT_MATHJAX_JS)
+        if "chapters/" in rel:  # the chapter's first figure, with the text and maths around it
+            browser.execute_script("const img = document.querySelector('.cell_output img');"
+                                   "if (img) img.scrollIntoView({block: 'center'});")
         assert browser.save_screenshot(str(SCREENSHOT_DIR / name))
 
 
