@@ -161,12 +161,36 @@ def render_glue(nb, values):
 SLOW_CELL_S = 15  # cells slower than this are listed after their chapter: where the build time goes
 
 
+def merge_streams(nb):
+    """Join each cell's consecutive stdout (stderr) chunks into one output: how the kernel happened to flush them
+    would otherwise change the notebook's bytes from one build to the next, with the same text."""
+    for cell in nb.cells:
+        merged = []
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream" and merged and merged[-1].output_type == "stream" \
+                    and merged[-1].name == out.name:
+                merged[-1].text += out.text
+            else:
+                merged.append(out)
+        if "outputs" in cell:
+            cell.outputs = merged
+    return nb
+
+
+def stable_ids(nb):
+    """Give every cell an id made from its position and source (nbformat would draw random ones on each build)."""
+    for i, cell in enumerate(nb.cells):
+        text = cell.metadata.get("lm_primer_template", cell.source)
+        cell.id = f"c{i:03d}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    return nb
+
+
 def execute(source, timeout=TIMEOUT_S, cell_times=None):
     """Read a percent-format chapter and return it executed (cwd = chapters/) as a notebook, its glue rendered.
 
     ``cell_times``, a list, receives ``(seconds, first line of the cell)`` for every code cell.
     """
-    nb = jupytext.read(source)
+    nb = stable_ids(jupytext.read(source))
     started = {}
 
     def on_start(cell, cell_index):
@@ -194,7 +218,7 @@ def execute(source, timeout=TIMEOUT_S, cell_times=None):
             else:
                 os.environ["LM_PRIMER_GLUE_FILE"] = previous
         values = json.loads(glue_file.read_text(encoding="utf-8")) if glue_file.exists() else {}
-    return render_glue(nb, values)
+    return stable_ids(merge_streams(render_glue(nb, values)))
 
 
 def sync(source):
@@ -216,6 +240,7 @@ def sync(source):
             cell.metadata.pop("lm_primer_template", None)
             changed += 1
     render_glue(nb, nb.metadata.get("lm_primer", {}).get("glue", {}))
+    stable_ids(nb)
     if changed:
         nbformat.write(nb, ipynb)
     return changed

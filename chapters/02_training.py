@@ -555,7 +555,7 @@ glue("run_chars_M", f"{seen / 1e6:.1f}")
 # How long it took, a measurement of the machine that built this book (it changes from build to build; every other
 # number of the run does not):
 
-# %% tags=["timing"]
+# %% tags=["measurement"]
 print(f"{log['tokens_per_second']:,.0f} tokens/s, {log['train_seconds']:.0f} s of training; {machine_load()}")
 
 # %% [markdown]

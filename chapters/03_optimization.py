@@ -524,7 +524,7 @@ savefig(fig, "optimization_summary.png")
 # models interleaved) on the NumPy of the machine that built this book, with its load. This cell is a measurement
 # of that machine: its numbers change from one build to the next, unlike every other number in this chapter.
 
-# %% tags=["timing"]
+# %% tags=["measurement"]
 speed = tokens_per_s({name: (p, cfg) for name, (p, cfg, _, _) in models.items()})
 print(machine_load())
 print(f"{'model':>28} {'forward tokens/s':>17}")

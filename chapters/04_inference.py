@@ -310,7 +310,7 @@ for b, p in enumerate(prompts):
 # `bench/decode.py` (prompts of 64 and 512 tokens) and writes `figures/bench_decode.png`. The times below and the
 # figure are measurements of the machine that built this book: they change from build to build.
 
-# %% tags=["timing"]
+# %% tags=["measurement"]
 bytes_per_token = sum(k[0, :, 0].nbytes + v[0, :, 0].nbytes for k, v in zip(cache.k, cache.v))
 assert bytes_per_token == 2 * config.n_layer * config.d_model * np.dtype(np.float64).itemsize
 print(f"cache size: {bytes_per_token // 8} numbers per token = {bytes_per_token // 2:,} bytes in float32")
@@ -346,7 +346,7 @@ for T in lengths:
 # And end to end on the trained model: greedy continuations of the three prompts, with and without the cache. The
 # two must produce the same tokens; only the time differs.
 
-# %% tags=["timing"]
+# %% tags=["measurement"]
 n_gen = min(64, config.block_size - ids.shape[1] + 1)
 t0 = time.perf_counter()
 with_cache = gen.generate(params, config, prompts, n_gen, temperature=0, use_cache=True)

@@ -261,7 +261,7 @@ savefig(fig, "traditional_learning_curves.png")
 # What each fit cost, in seconds: a measurement of the machine that built this book, which changes from build to
 # build (the accuracies above do not).
 
-# %% tags=["timing"]
+# %% tags=["measurement"]
 print(machine_load())
 for name, res in results.items():
     print(f"{name:>5} task, seconds per training-set size (logistic regression / Transformer): "

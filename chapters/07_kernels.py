@@ -272,9 +272,10 @@ show("Triton: kernels/attention.py, _attn_fwd_kernel",
 # ## 7.4 Memory: $O(T^2)$ against $O(T d)$
 #
 # The point of all this is memory. `attention.peak_memory` runs a function under `tracemalloc` and returns the most
-# bytes it held at once (NumPy reports its buffers to `tracemalloc`). One head, float32, no mask:
+# bytes it held at once (NumPy reports its buffers to `tracemalloc`). One head, float32, no mask. The peaks are
+# measurements of the machine that built this book: their last digits can change from build to build.
 
-# %%
+# %% tags=["measurement"]
 mem_Ts, mem_d = ([128, 256, 512, 1024], 32) if QUICK else ([256, 512, 1024, 2048, 4096], 64)
 mem_rows = []
 for T in mem_Ts:

@@ -300,7 +300,7 @@ savefig(fig, "trends_scaling.png")
 # that was shared with other jobs while this ran (its load average is printed), NumPy float32. The next cell and its
 # figure are measurements of the machine that built this book: their numbers change from build to build.
 
-# %% tags=["timing"]
+# %% tags=["measurement"]
 for s in sweep:
     shape = counting.DecoderShape(n_layer=s["L"], d_model=s["d"], n_head=s["config"].n_head, n_ctx=CONTEXT,
                                vocab_size=tokenizer.vocab_size)

@@ -18,8 +18,8 @@ FIGURE_RE = re.compile(r"""`([\w\-]+\.png)`|figures/([\w\-]+\.png)""")
 
 
 def _cells(nb):
-    """(type, source) of each cell; a markdown cell with glued numbers counts by its template (what the .py holds)."""
-    return [(c.cell_type, c.metadata.get("lm_primer_template", c.source).strip())
+    """(type, source, tags) of each cell; a markdown cell with glued numbers counts by its template (the .py's text)."""
+    return [(c.cell_type, c.metadata.get("lm_primer_template", c.source).strip(), c.metadata.get("tags", []))
             for c in nb.cells if c.cell_type in ("code", "markdown")]
 
 

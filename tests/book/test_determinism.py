@@ -2,7 +2,7 @@
 
 Chapter 2 runs `reference.train` (quick mode: the "tiny" config) and prints the SHA-256 of the trained parameters,
 its losses and samples, and writes its figures. Two executions in two fresh kernels must agree on all of it, byte for
-byte, except the cells tagged "timing" (measurements of the machine) and the temporary folder names.
+byte, except the cells tagged "measurement" (measurements of the machine) and the temporary folder names.
 """
 import base64
 import re
@@ -22,7 +22,7 @@ def _outputs(nb):
     """Per untagged code cell: its text (temporary paths masked) and its images, in order."""
     cells = []
     for cell in nb.cells:
-        if cell.cell_type != "code" or "timing" in cell.metadata.get("tags", []):
+        if cell.cell_type != "code" or "measurement" in cell.metadata.get("tags", []):
             continue
         out = []
         for o in cell.get("outputs", []):
