@@ -250,7 +250,7 @@ for ax, (name, res), base, base_label in zip(axes, results.items(), (majority, 0
     ax.set_xscale("log")
     ax.set_xlabel("training verses")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left")  # the empty corner of both panels
 axes[0].set_ylabel("test accuracy")
 axes[0].set_title("Which book? (5 classes)")
 axes[1].set_title("Forwards or reversed?")
