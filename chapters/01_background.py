@@ -26,7 +26,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from book import QUICK, savefig
+from book import QUICK, glue, savefig
 from reference.models import gpt
 from reference.studies import counting
 
@@ -75,12 +75,16 @@ for part in ("embedding", "blocks", "final_ln", "total", "approx_12Ld2"):
     print(f"{part:>13}: {counts[part]:>19,}  ({counts[part] / 1e9:7.2f} B)")
 print(f"the blocks are {counts['blocks'] / counts['total']:.2%} of the model")
 assert round(counts["total"] / 1e9, 1) == 174.6
+glue("gpt3_total", f"{counts['total'] / 1e9:.1f}")
+glue("gpt3_12Ld2", f"{counts['approx_12Ld2'] / 1e9:.1f}")
+glue("gpt3_embedding", f"{counts['embedding'] / 1e9:.2f}")
 
 # %% [markdown]
-# The exact count is **174.6 B**, which the paper rounds to 175 B. The $12Ld^2$ rule alone gives 173.9 B: at this
-# width, the embeddings (0.64 B) and all the biases and LayerNorm gains are less than half a percent of the model.
+# The exact count is **{{gpt3_total}} B**, which the paper rounds to 175 B. The $12Ld^2$ rule alone gives
+# {{gpt3_12Ld2}} B: at this width, the embeddings ({{gpt3_embedding}} B) and all the biases and LayerNorm gains are
+# less than half a percent of the model.
 # For small models the opposite holds. In the 4-layer, $d = 256$ model above, the token and position tables are a
-# visible share; in GPT-2 small (124 M), the 38.6 M-parameter token embedding is almost a third.
+# visible share; in GPT-2 small ({{gpt2_total}} M), the {{gpt2_wte}} M-parameter token embedding is almost a third.
 
 # %%
 published = {
@@ -93,6 +97,8 @@ published = {
     "GPT-3 175B": counting.GPT3_175B,
 }
 table = {name: counting.param_count(shape) for name, shape in published.items()}
+glue("gpt2_total", f"{table['GPT-2 small']['total'] / 1e6:.0f}")
+glue("gpt2_wte", f"{counting.GPT2_SMALL.vocab_size * counting.GPT2_SMALL.d_model / 1e6:.1f}")
 for name, c in table.items():
     print(f"{name:>13}: {c['total'] / 1e9:8.3f} B   embeddings {c['embedding'] / c['total']:6.1%}")
 
@@ -106,17 +112,20 @@ ax[0].barh(names, 100 - share, left=share, label="embeddings (V d + T d)")
 ax[0].set_xlabel("share of the parameters (%)")
 ax[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize=8)
 ax[0].set_title("Where the parameters are")
-ax[1].plot([published[n].d_model for n in names], blk + emb, "o-")
+Ld2 = np.array([published[n].n_layer * published[n].d_model ** 2 for n in names], dtype=float)
+ax[1].plot(Ld2, blk + emb, "o", label="exact count N")
+ax[1].plot(Ld2, 12 * Ld2, "k--", lw=1, label="12 L d²")
 for n in names:
-    ax[1].annotate(n, (published[n].d_model, table[n]["total"]), fontsize=7, xytext=(4, -8), textcoords="offset points")
+    ax[1].annotate(n, (published[n].n_layer * published[n].d_model ** 2, table[n]["total"]), fontsize=8,
+                   xytext=(5, -10), textcoords="offset points")
 ax[1].set_xscale("log")
 ax[1].set_yscale("log")
-ax[1].set_xlabel("d_model")
-ax[1].set_ylabel("parameters")
-ax[1].set_title("N grows like L·d²")
+ax[1].set_xlabel("L · d_model²  (layers × width²)")
+ax[1].set_ylabel("parameters N")
+ax[1].legend(loc="upper left", fontsize=8)
+ax[1].set_title("N follows 12 L d²; small models sit above it (embeddings)")
 fig.tight_layout()
 savefig(fig, "background_params.png")
-plt.show()
 
 # %% [markdown]
 # ## 1.3 Compute: about 6 FLOPs per parameter per token
@@ -134,13 +143,14 @@ N = counts["blocks"]  # non-embedding parameters, the convention of Kaplan et al
 C = counting.training_flops(N, 300e9)
 print(f"forward FLOPs per token: {counting.flops_per_token(counting.GPT3_175B):.3e} (2N = {2 * N:.3e})")
 print(f"training compute 6ND: {C:.3e} FLOPs")
+glue("gpt3_flops", f"{C / 1e23:.1f}")
 a100_bf16 = 312e12  # peak dense bf16 FLOP/s of one A100
 for mfu in (0.3, 0.5):
     gpu_years = C / (a100_bf16 * mfu) / (3600 * 24 * 365)
     print(f"  at {mfu:.0%} of an A100's peak: {gpu_years:,.0f} GPU-years")
 
 # %% [markdown]
-# $3.1 \times 10^{23}$ FLOPs is the figure the GPT-3 paper reports (3.14e23). The same formula, applied to this
+# ${{gpt3_flops}} \times 10^{23}$ FLOPs is the figure the GPT-3 paper reports (3.14e23). The same formula, applied to this
 # book's own training run in chapter 2, predicts its time on two CPU cores; chapter 9 compares prediction and
 # measurement.
 #
@@ -165,17 +175,18 @@ for k, b in bytes_per_param.items():
     print(f"{k:>22}: {b:>4} bytes/param -> {b * total / 2**30:>9,.0f} GiB for GPT-3, "
           f"at least {math.ceil(b * total / (80 * 2**30)):>3} x 80 GiB GPUs")
 
+glue("gpt3_mixed_tib", f"{bytes_per_param['training mixed + Adam'] * total / 2**40:.1f}")
+
 fig, ax = plt.subplots(figsize=(7, 3.2))
 ax.barh(list(bytes_per_param), [b * total / 2**40 for b in bytes_per_param.values()], color="tab:purple")
 ax.set_xlabel("TiB for GPT-3 175B (activations not included)")
 ax.set_title("Memory of the model state, by precision")
 fig.tight_layout()
 savefig(fig, "background_memory.png")
-plt.show()
 
 # %% [markdown]
 # Even stored in int4, GPT-3 does not fit on one 80 GiB accelerator; trained with Adam in mixed precision it needs
-# about 2.5 TiB for its state before a single activation is stored. This is what "large" means in practice: the
+# about {{gpt3_mixed_tib}} TiB for its state before a single activation is stored. This is what "large" means in practice: the
 # model has to be split over many devices, and every byte per parameter saved (chapter 3: pruning, quantization,
 # distillation) counts 175 billion times.
 #

@@ -29,6 +29,7 @@
 # %%
 import copy
 import functools
+import hashlib
 import json
 import math
 import tempfile
@@ -37,9 +38,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-from IPython.display import Image, display
 
-from book import FIG_DIR, QUICK, savefig
+from book import QUICK, glue, machine_load, savefig
 from reference import train, tree
 from reference.models import gpt
 from reference.ops import attention, cross_entropy, ffn, layernorm, multihead
@@ -139,7 +139,6 @@ ax.grid(alpha=0.3)
 ax.legend()
 fig.tight_layout()
 savefig(fig, "training_bpe_compression.png")
-plt.show()
 
 # %%
 print("the first 12 merges:", ", ".join(repr(bpe.token_bytes(256 + k).decode()) for k in range(12)))
@@ -229,7 +228,6 @@ for ax, (act, curves) in zip(axes, variances.items()):
 axes[0].set_ylabel("variance of the pre-activations")
 fig.tight_layout()
 savefig(fig, "training_init_variance.png")
-plt.show()
 
 relu = variances["relu"]
 # He keeps a ReLU stack's variance up to finite-width noise: each layer's factor is 1 only on average, and the
@@ -311,7 +309,6 @@ ax.grid(alpha=0.3, which="both")
 ax.legend()
 fig.tight_layout()
 savefig(fig, "training_residual_init.png")
-plt.show()
 
 growth_plain = top["unscaled (std 0.02)"][-1] / top["unscaled (std 0.02)"][0]
 growth_scaled = top["GPT-2 scaled (std 0.02 / sqrt(2N))"][-1] / top["GPT-2 scaled (std 0.02 / sqrt(2N))"][0]
@@ -397,7 +394,6 @@ ax.grid(alpha=0.3)
 ax.legend(fontsize=8)
 fig.tight_layout()
 savefig(fig, "training_optimizers.png")
-plt.show()
 
 assert all(c[-10:].mean() < c[0] - 1.0 for c in curves.values())   # every optimizer learns
 
@@ -444,7 +440,6 @@ for ax in axes:
 axes[0].legend(fontsize=8)
 fig.tight_layout()
 savefig(fig, "training_schedules.png")
-plt.show()
 
 print(f"noam peak: step {steps_paper[noam_lr.argmax()]}, lr {noam_lr.max():.3e}; "
       f"(512 * 4000) ** -0.5 = {(512 * 4000) ** -0.5:.3e}")
@@ -515,17 +510,29 @@ else:
     small = train.CONFIGS["small"]   # the numbers quoted in the text above
     assert (small["tokenizer"], small["d_model"], small["n_layer"], small["n_head"], small["block_size"],
             small["batch_size"], small["steps"]) == ("char", 128, 4, 4, 128, 16, 800)
-loss_png = FIG_DIR / "training_run_loss.png"
-train.main(argv + ["--figure", str(loss_png), "--no-progress"])
+train.main(argv + ["--figure", str(run_dir / "loss.png"), "--no-progress"])
 log = json.loads((run_dir / "log.json").read_text(encoding="utf-8"))  # what the run measured, written beside its checkpoint
-display(Image(filename=str(loss_png)))
+
+steps_h, loss_h = (np.array(c) for c in list(zip(*log["train"]))[:2])
+half = min(25, len(loss_h) // 4)  # a centred mean over 2*half+1 steps, narrowed symmetrically at the two ends,
+n_h = len(loss_h)                 # so it follows the curve where the loss falls fast instead of lagging behind it
+smooth = np.array([loss_h[i - w:i + w + 1].mean() for i in range(n_h) for w in [min(half, i, n_h - 1 - i)]])
+fig, ax = plt.subplots(figsize=(7.5, 4.2))
+ax.plot(steps_h, loss_h, color="tab:blue", alpha=0.3, lw=0.8, label="train, per step (one batch)")
+ax.plot(steps_h, smooth, color="tab:blue", label=f"train, centred mean of {2 * half + 1} steps")
+ax.plot(*zip(*log["val"]), "o-", color="tab:orange", label="validation (held-out text)")
+ax.set_xlabel("step")
+ax.set_ylabel("cross-entropy (nats per character)")
+ax.set_title(f"'{log['run']['config']}' GPT on the KJV: the loss is still falling when the budget ends", fontsize=10)
+ax.grid(alpha=0.3)
+ax.legend()
+savefig(fig, "training_run_loss.png")
 
 # %%
 run = log["run"]
 val_losses = [v for _, v in log["val"]]
 final_val_loss = val_losses[-1]
-print(f"config {run['config']}: {log['n_params']:,} parameters, {log['step']} steps, "
-      f"{log['tokens_per_second']:,.0f} tokens/s, {log['train_seconds']:.0f} s of training")
+print(f"config {run['config']}: {log['n_params']:,} parameters, {log['step']} steps")
 seen = run["steps"] * run["batch_size"] * run["block_size"]
 print(f"tokens seen: {seen:,} = {seen / len(train_ids):.2f} epochs of the training split")
 print("validation loss by step: " + ", ".join(f"{s}: {v:.3f}" for s, v in log["val"]))
@@ -536,37 +543,54 @@ print("samples (temperature 0.8; the prompt, then the model's continuation to th
 for line in log["samples"]:
     print("   ", line)
 assert final_val_loss < val_losses[0] and final_val_loss < math.log(len(char_tok.chars))
+glue("val_first_step", str(log["val"][0][0]))
+glue("val_first", f"{val_losses[0]:.2f}")
+glue("val_final", f"{final_val_loss:.2f}")
+glue("val_final_bits", f"{final_val_loss / math.log(2):.2f}")
+glue("val_final_step", str(log["val"][-1][0]))
+glue("run_params_M", f"{log['n_params'] / 1e6:.2f}")
+glue("run_chars_M", f"{seen / 1e6:.1f}")
 
 # %% [markdown]
-# In the full run (the committed notebook) the validation loss falls from about 2.37 nats per character at step 100
-# to about 1.72 (2.48 bits per character) at step 800, and it is still falling: the run ends because its budget
+# How long it took, a measurement of the machine that built this book (it changes from build to build; every other
+# number of the run does not):
+
+# %% tags=["measurement"]
+print(f"{log['tokens_per_second']:,.0f} tokens/s, {log['train_seconds']:.0f} s of training; {machine_load()}")
+
+# %% [markdown]
+# In the full run (the committed notebook) the validation loss falls from {{val_first}} nats per character at step
+# {{val_first_step}} to {{val_final}} ({{val_final_bits}} bits per character) at step {{val_final_step}}, and it is still falling: the run ends because its budget
 # ends, not because it converged. The samples have the corpus's common words ("the LORD", "the earth", "shall",
-# "saying"), its commas and its verse rhythm, with invented words where the model is unsure: about what 0.85 M
-# parameters and 1.6 M characters of training buy. The validation text is the end of the New Testament, whose style differs from the
+# "saying"), its commas and its verse rhythm, with invented words where the model is unsure: about what
+# {{run_params_M}} M parameters and {{run_chars_M}} M characters of training buy. The validation text is the end of the New Testament, whose style differs from the
 # mostly Old Testament training text, so part of the gap between the two curves is the text, not overfitting (the
 # model has seen under half an epoch).
 
 # %% [markdown]
-# The run's own record of steps 3 and 4 together: the learning rate it used at each step, and the gradient's global
-# norm before clipping, with the threshold.
+# The run's own record of step 4: the gradient's global norm before clipping, with the threshold, and how often
+# clipping capped it (the learning rate it used is the warm-up + cosine schedule drawn in `training_schedules.png`).
 
 # %%
 steps_h, loss_h, lr_h, norm_h = (np.array(c) for c in zip(*log["train"]))
 clipped = float(np.mean(norm_h > run["grad_clip"]))
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-axes[0].plot(steps_h, lr_h, color="tab:green")
-axes[0].set_ylabel("learning rate")
-axes[1].semilogy(steps_h, norm_h, lw=0.8, label="global gradient norm (before clipping)")
-axes[1].axhline(run["grad_clip"], color="tab:red", ls="--",
-                label=f"clip at {run['grad_clip']} ({clipped:.0%} of steps clipped)")
-axes[1].legend(fontsize=8)
+window = min(50, len(norm_h))
+share = [100 * np.mean(norm_h[i:i + window] > run["grad_clip"]) for i in range(0, len(norm_h), window)]
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+axes[0].semilogy(steps_h, norm_h, lw=0.8, label="global gradient norm (before clipping)")
+axes[0].axhline(run["grad_clip"], color="tab:red", ls="--", label=f"clip threshold {run['grad_clip']}")
+axes[0].set_ylabel("gradient norm (log scale)")
+axes[0].legend(fontsize=8)
+axes[1].bar(steps_h[::window], share, width=0.9 * window, align="edge", color="tab:red", alpha=0.7)
+axes[1].set_ylabel(f"steps clipped (% of each {window})")
+axes[1].set_ylim(0, 100)
 for ax in axes:
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
-fig.suptitle(f"reference.train '{run['config']}': schedule and gradient norms")
+fig.suptitle(f"reference.train '{run['config']}': the gradient norm, and how often clipping caps it "
+             f"({clipped:.0%} of all steps)")
 fig.tight_layout()
 savefig(fig, "training_run_dynamics.png")
-plt.show()
 print(f"{clipped:.0%} of the steps had a gradient norm above {run['grad_clip']} and were clipped")
 
 # %% [markdown]
@@ -583,6 +607,10 @@ ckpt = checkpoint.load(run_dir / train.CHECKPOINT)
 print("checkpoint keys:", sorted(ckpt))
 print(f"step {ckpt['step']}, {gpt.n_params(ckpt['params']):,} parameters, "
       f"optimizer state keys {sorted(ckpt['opt_state'])}")
+flat = tree.flatten(ckpt["params"])
+fingerprint = hashlib.sha256(b"".join(flat[k].tobytes() for k in sorted(flat))).hexdigest()[:16]
+print(f"SHA-256 of the trained parameters: {fingerprint} (the same on every build of this machine: BLAS runs one "
+      f"thread, every random draw is seeded)")
 assert ckpt["step"] == log["step"]
 
 # %% [markdown]

@@ -34,7 +34,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from book import QUICK, savefig, trained_gpt
+from book import QUICK, machine_load, savefig, trained_gpt
 from reference import tokenizers, train, tree
 from reference.compression import distill, prune, qat, quantize
 from reference.models import bert, gpt
@@ -154,7 +154,6 @@ ax.set_title("GPT: magnitude pruning" + (" (quick)" if QUICK else ""))
 ax.grid(alpha=0.3)
 ax.legend()
 savefig(fig, "optimization_pruning.png")
-plt.show()
 
 
 def tolerated(losses, reference, tol=0.01):
@@ -234,7 +233,6 @@ axes[1].set_title("1 - mean cosine with that head alone removed")
 fig.colorbar(im, ax=axes[1])
 fig.tight_layout()
 savefig(fig, "optimization_heads.png")
-plt.show()
 order = prune.lowest(ablation_scores, ablation_scores.size)
 print(f"the {len(order) // 6} least important heads by ablation sit in layers "
       f"{sorted({l for l, _ in order[:len(order) // 6]})}; the most important 12 in layers "
@@ -329,7 +327,6 @@ for ax, k, color in zip(axes, LAYER_SCHEMES, ("tab:orange", "tab:red")):
 axes[0].invert_yaxis()
 fig.tight_layout()
 savefig(fig, "optimization_layers.png")
-plt.show()
 
 # %% [markdown]
 # The rounding error is spread evenly, its effect is not: every matrix loses about the same fraction of its norm
@@ -452,7 +449,6 @@ axes[1].set_title(f"the same from step {KD_STEPS // 3}")
 axes[0].legend()
 fig.tight_layout()
 savefig(fig, "optimization_distill.png")
-plt.show()
 
 # %% [markdown]
 # A teacher's soft targets give the student, at every position, a whole distribution to match instead of one
@@ -462,8 +458,7 @@ plt.show()
 # ## 3.4 Side by side
 #
 # One table for the GPT. *Bytes* counts what each model needs to store: float32 arrays, and for the quantized ones
-# the codes (int4 packed two per byte), the scales and the float32 tensors left unquantized. *Speed* is the forward
-# pass in tokens per second (batch 8 of 128 characters, the best of 7 passes) on this machine's NumPy. The losses
+# the codes (int4 packed two per byte), the scales and the float32 tensors left unquantized. The losses
 # are on the chapter's common validation windows (3.0); the table of 3.3 used `distill`'s own windows, so its
 # numbers differ a little from these.
 
@@ -483,28 +478,58 @@ models = {
     f"distilled (d_model {student_cfg.d_model})": (student, student_cfg, gpt.n_params(student) * 4,
                                                    val_loss(student, student_cfg)),
 }
-speed = tokens_per_s({name: (p, cfg) for name, (p, cfg, _, _) in models.items()})
-summary = [(name, nbytes, loss, speed[name]) for name, (_, _, nbytes, loss) in models.items()]
-print(f"{'model':>28} {'bytes':>10} {'size':>6} {'val loss':>9} {'forward tokens/s':>17}")
-for name, nbytes, loss, tps in summary:
-    print(f"{name:>28} {nbytes:>10,} {summary[0][1] / nbytes:>5.2f}x {loss:>9.4f} {tps:>17,.0f}")
+summary = [(name, nbytes, loss) for name, (_, _, nbytes, loss) in models.items()]
+print(f"{'model':>28} {'bytes':>10} {'size':>6} {'val loss':>9}")
+for name, nbytes, loss in summary:
+    print(f"{name:>28} {nbytes:>10,} {summary[0][1] / nbytes:>5.2f}x {loss:>9.4f}")
 print(f"\n(the dense model after the same {FT_STEPS} fine-tuning steps, the reference for the pruned and QAT rows: "
       f"{finetuned[0.0]:.4f})")
 print(f"the pruned matrices stored as CSR (float32 value + int32 column index per nonzero, int32 row pointers): "
       f"{csr_bytes:,} bytes vs {mat_bytes:,} dense")
 
-fig, ax = plt.subplots(figsize=(6.5, 4))
-for i, (name, nbytes, loss, _) in enumerate(summary):
-    ax.plot(nbytes / 1e6, loss, "o")
-    ax.annotate(name, (nbytes / 1e6, loss), fontsize=7, xytext=(4, 3 if i % 2 else -10), textcoords="offset points")
-ax.axhline(finetuned[0.0], color="gray", ls=":", lw=1, label=f"dense + {FT_STEPS} fine-tuning steps")
-ax.legend(fontsize=8)
-ax.set_xlabel("bytes stored (MB)")
-ax.set_ylabel("validation loss (nats/char)")
-ax.set_title("Size against quality" + (" (quick)" if QUICK else ""))
-ax.grid(alpha=0.3)
+names = [name for name, _, _ in summary][::-1]                 # top to bottom in the table's order
+mb = np.array([nbytes / 1e6 for _, nbytes, _ in summary])[::-1]
+losses = np.array([loss for _, _, loss in summary])[::-1]
+fig, (ax_b, ax_l) = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True, layout="constrained")
+ax_b.barh(names, mb, color="tab:blue")
+for y, v in enumerate(mb):
+    ax_b.annotate(f"{v:.2f}", (v, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+ax_b.set_xlim(0, mb.max() * 1.18)
+ax_b.set_xlabel("bytes stored (MB)")
+ax_b.set_title("size")
+# The loss axis covers the compressed models of the dense size; a model far outside (the distilled student) is
+# drawn at the edge with its value written beside it, so the others are not squeezed onto one line.
+inside = np.sort(losses)[:-1] if len(losses) > 2 else losses
+lo, hi = inside.min(), inside.max()
+pad = max(hi - lo, 0.01) * 0.25
+right = hi + 3 * pad
+for y, v in enumerate(losses):
+    if v <= right:
+        ax_l.plot(v, y, "o", color="tab:orange")
+        ax_l.annotate(f"{v:.3f}", (v, y), xytext=(6, -3), textcoords="offset points", fontsize=8)
+    else:
+        ax_l.annotate(f"{v:.3f} →", (right, y), ha="right", va="center", fontsize=8, color="tab:orange")
+ax_l.axvline(finetuned[0.0], color="gray", ls=":", lw=1, label=f"dense + {FT_STEPS} fine-tuning steps")
+ax_l.set_xlim(lo - pad, right)
+ax_l.set_xlabel("validation loss (nats per character; lower is better)")
+ax_l.set_title("quality")
+ax_l.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+for ax in (ax_b, ax_l):
+    ax.grid(alpha=0.3, axis="x")
+fig.suptitle("Compressing the trained GPT: bytes saved against loss lost" + (" (quick mode)" if QUICK else ""))
 savefig(fig, "optimization_summary.png")
-plt.show()
+
+# %% [markdown]
+# *Speed*, measured: the forward pass in tokens per second (batch 8 of 128 characters, the best of 7 passes, the
+# models interleaved) on the NumPy of the machine that built this book, with its load. This cell is a measurement
+# of that machine: its numbers change from one build to the next, unlike every other number in this chapter.
+
+# %% tags=["measurement"]
+speed = tokens_per_s({name: (p, cfg) for name, (p, cfg, _, _) in models.items()})
+print(machine_load())
+print(f"{'model':>28} {'forward tokens/s':>17}")
+for name in models:
+    print(f"{name:>28} {speed[name]:>17,.0f}")
 
 # %% [markdown]
 # What the table says, method by method:

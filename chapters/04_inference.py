@@ -38,7 +38,7 @@ import time  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from book import QUICK, savefig, trained_gpt  # noqa: E402
+from book import QUICK, machine_load, savefig, trained_gpt  # noqa: E402
 from reference import tokenizers, train, tree  # noqa: E402
 from reference.inference import decoding as gen  # noqa: E402
 from reference.models import bert, gpt
@@ -123,7 +123,6 @@ for a in ax:
     a.legend(fontsize=8)
 fig.tight_layout()
 savefig(fig, "inference_next_token.png")
-plt.show()
 for i in show[:5]:
     print(f"  {tok.decode([i])!r:>6}: p = {p1[0, i]:.3f}")
 n_nucleus = int(np.isfinite(kept["top-p, p = 0.9"]).sum())
@@ -208,7 +207,6 @@ ax.set_ylabel("distinct 4-grams among all 4-grams")
 ax.set_title(f"{N_SAMPLES} continuations of 'And God said' per strategy")
 ax.grid(alpha=0.3)
 savefig(fig, "inference_strategies.png")
-plt.show()
 assert diversity["greedy"] <= min(diversity.values()) + 1e-12  # 16 identical greedy texts: the fewest 4-grams
 
 # %% [markdown]
@@ -309,9 +307,10 @@ for b, p in enumerate(prompts):
 # lengths, with the cache (one new token against $t$ cached positions) and without (a forward pass over all $t+1$
 # positions). The model for this measurement has the trained model's width and depth but random weights and a longer
 # context table (the time depends on the shapes, not on the values); `make bench` runs the larger benchmark of
-# `bench/decode.py` (prompts of 64 and 512 tokens) and writes `figures/bench_decode.png`.
+# `bench/decode.py` (prompts of 64 and 512 tokens) and writes `figures/bench_decode.png`. The times below and the
+# figure are measurements of the machine that built this book: they change from build to build.
 
-# %%
+# %% tags=["measurement"]
 bytes_per_token = sum(k[0, :, 0].nbytes + v[0, :, 0].nbytes for k, v in zip(cache.k, cache.v))
 assert bytes_per_token == 2 * config.n_layer * config.d_model * np.dtype(np.float64).itemsize
 print(f"cache size: {bytes_per_token // 8} numbers per token = {bytes_per_token // 2:,} bytes in float32")
@@ -347,7 +346,7 @@ for T in lengths:
 # And end to end on the trained model: greedy continuations of the three prompts, with and without the cache. The
 # two must produce the same tokens; only the time differs.
 
-# %%
+# %% tags=["measurement"]
 n_gen = min(64, config.block_size - ids.shape[1] + 1)
 t0 = time.perf_counter()
 with_cache = gen.generate(params, config, prompts, n_gen, temperature=0, use_cache=True)
@@ -358,6 +357,7 @@ t_full = time.perf_counter() - t0
 assert with_cache == without
 print(f"{len(prompts)} x {n_gen} tokens: {t_cache:.2f} s with the cache, {t_full:.2f} s without "
       f"({t_full / t_cache:.1f}x); same tokens")
+print(machine_load())
 
 fig, ax = plt.subplots(figsize=(6, 4))
 ax.plot(lengths, 1e3 * np.array(step_full), "o-", color="#c44e52", label="recompute all positions")
@@ -367,11 +367,11 @@ ax.set_yscale("log")
 ax.set_xlabel("context length t (tokens already seen)")
 ax.set_ylabel("time of one decode step (ms)")
 ax.set_title(f"One decode step, NumPy float32, d_model={config.d_model}, {config.n_layer} layers"
-             + (" (quick)" if QUICK else ""))
+             + (" (quick)" if QUICK else "") + f"\n(measured on the build machine, load {os.getloadavg()[0]:.1f})",
+             fontsize=10)
 ax.grid(alpha=0.3, which="both")
 ax.legend()
 savefig(fig, "inference_kv_cache.png")
-plt.show()
 
 # %% [markdown]
 # The printed times vary from run to run on a shared machine, but the shape does not. Recomputing costs a couple

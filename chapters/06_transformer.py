@@ -153,18 +153,20 @@ P_causal = attention.probabilities(attention.forward(pe, pe, pe, mask=causal_pat
 assert np.all(P_causal[np.triu_indices(T_pat, 1)] == 0), "causal weights above the diagonal must be exactly 0"
 assert np.allclose(P_causal.sum(-1), 1) and np.allclose(P_full.sum(-1), 1)
 
-fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-panels = [(causal_pat, "causal mask (white = may attend)", "gray"),
-          (P_full, "softmax weights P, Q = K = PE, no mask", "viridis"),
-          (P_causal, "softmax weights P, causal mask", "viridis")]
-for ax, (img, title, cmap) in zip(axes, panels):
-    im = ax.imshow(img, cmap=cmap)
+fig, axes = plt.subplots(1, 3, figsize=(13, 4.4), layout="constrained")
+vmax = max(P_full.max(), P_causal.max())  # one colour scale for both weight panels, so one colour bar is right
+panels = [(causal_pat, "causal mask\n(white = may attend)", dict(cmap="gray", vmin=0, vmax=1)),
+          (P_full, "weights P, no mask", dict(cmap="viridis", vmin=0, vmax=vmax)),
+          (P_causal, "weights P, causal mask\n(0 above the diagonal)", dict(cmap="viridis", vmin=0, vmax=vmax))]
+for ax, (img, title, style) in zip(axes, panels):
+    im = ax.imshow(img, **style)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("key position j")
-    ax.set_ylabel("query position i")
-fig.colorbar(im, ax=axes[1:], shrink=0.8)
-savefig(fig, "ch06_attention_pattern.png")
-plt.show()
+axes[0].set_ylabel("query position i")
+fig.colorbar(im, ax=axes[1:], shrink=0.85, label="attention weight P[i, j]")
+fig.suptitle("Attention of the positional codes alone (Q = K = V = PE): each position attends to itself and its "
+             "neighbours", fontsize=11)
+savefig(fig, "transformer_attention_pattern.png")
 
 # %% [markdown]
 # ### The same attention without the $T \times T$ matrix: online softmax
@@ -322,8 +324,7 @@ ax.set_xlabel("position pos")
 ax.set_ylabel("dimension (2i: sin, 2i+1: cos)")
 ax.set_title(f"sinusoidal positional encoding, d_model = {d_model}")
 fig.colorbar(im, ax=ax)
-savefig(fig, "ch06_pe_heatmap.png")
-plt.show()
+savefig(fig, "transformer_pe_heatmap.png")
 
 # %% [markdown]
 # The formula as printed (`as_written.positional_encoding`, which broadcasts its one number per position to all
@@ -469,15 +470,14 @@ for name, a in after.items():
 ax.set_xlabel("activation value")
 ax.set_ylabel("density")
 ax.set_title("all values, pooled over rows")
-ax.legend(fontsize=8)
+ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
 bx.set_xscale("symlog", linthresh=0.1)
 bx.set_yscale("log")
 bx.set_xlabel("row mean")
 bx.set_ylabel("row standard deviation")
 bx.set_title("one dot per row (token): correct LN collapses all to (0, 1)")
-bx.legend(fontsize=8)
-savefig(fig, "ch06_layernorm_activations.png")
-plt.show()
+bx.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
+savefig(fig, "transformer_layernorm_activations.png")
 
 # %% [markdown]
 # The three as-printed formulas side by side with the correct ones, in one figure: the positional code as printed
@@ -485,7 +485,7 @@ plt.show()
 # the LayerNorm as printed leaves each row's spread proportional to the input's.
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
 pos = np.arange(100)
 pe_correct = positional.sinusoidal(100, 64)                            # (100, 64)
 pe_printed = as_written.positional_encoding(100, 64)                   # (100, 64), every column equal
@@ -493,8 +493,9 @@ for j in (0, 10, 40):
     axes[0].plot(pos, pe_correct[:, j], lw=1, label=f"correct, dim {j}")
 axes[0].plot(pos, pe_printed[:, 0], "k", lw=2, label="as printed (every dim)")
 axes[0].set_xlabel("position")
-axes[0].set_title("positional code")
-axes[0].legend(fontsize=7, loc="lower left")
+axes[0].set_ylabel("PE value (dimensionless)")
+axes[0].set_title("positional code: printed = rare spikes, same in every dim", fontsize=10)
+axes[0].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
 y_right, _ = ffn.forward(x_ffn, **ffn_w)
 axes[1].hist(y_right.ravel(), bins=80, histtype="step", density=True, label="correct: max(0, xW1+b1)W2+b2")
 axes[1].hist(as_written.ffn(x_ffn, **ffn_w).ravel(), bins=80, histtype="step", density=True,
@@ -502,16 +503,17 @@ axes[1].hist(as_written.ffn(x_ffn, **ffn_w).ravel(), bins=80, histtype="step", d
 axes[1].axvline(0, color="k", lw=0.8)
 axes[1].set_yscale("log")
 axes[1].set_xlabel("FFN output value")
-axes[1].set_title("FFN outputs")
-axes[1].legend(fontsize=7)
+axes[1].set_ylabel("density (log scale)")
+axes[1].set_title("FFN outputs: printed is never negative", fontsize=10)
+axes[1].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16))
 axes[2].loglog(stds["before (input)"], stds["LayerNorm (correct)"], ".", ms=3, label="correct")
 axes[2].loglog(stds["before (input)"], stds["LayerNorm as printed"], ".", ms=3, label="as printed")
 axes[2].set_xlabel("input row std")
 axes[2].set_ylabel("output row std")
-axes[2].set_title("LayerNorm")
-axes[2].legend(fontsize=7)
-savefig(fig, "ch06_as_written_failures.png")
-plt.show()
+axes[2].set_title("LayerNorm: printed keeps the input's spread", fontsize=10)
+axes[2].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+fig.suptitle("The material's formulas as printed vs the correct ones", fontsize=12)
+savefig(fig, "transformer_as_written_failures.png")
 
 # %% [markdown]
 # ## 6.7 Residual connections and Add & Norm (missing from §3.3)

@@ -101,7 +101,6 @@ def check(name, got, ref, rtol):
     err = rel_error(got, ref)
     print(f"{name:<44} relative error {err:.1e}  (bound {rtol:.0e})")
     assert err < rtol, f"{name}: {err:.2e} >= {rtol:.0e}"
-    return err
 
 # %% [markdown]
 # ## 7.1 One equation, three algorithms
@@ -239,7 +238,6 @@ bx.set_ylabel("running sum l")
 bx.set_title("l' = alpha * l + block sum")
 bx.legend(fontsize=8, loc="upper left")
 savefig(fig, "kernels_online_softmax.png")
-plt.show()
 
 # %% [markdown]
 # ## 7.3 The kernel next to the NumPy it mirrors
@@ -274,9 +272,10 @@ show("Triton: kernels/attention.py, _attn_fwd_kernel",
 # ## 7.4 Memory: $O(T^2)$ against $O(T d)$
 #
 # The point of all this is memory. `attention.peak_memory` runs a function under `tracemalloc` and returns the most
-# bytes it held at once (NumPy reports its buffers to `tracemalloc`). One head, float32, no mask:
+# bytes it held at once (NumPy reports its buffers to `tracemalloc`). One head, float32, no mask. The peaks are
+# measurements of the machine that built this book: their last digits can change from build to build.
 
-# %%
+# %% tags=["measurement"]
 mem_Ts, mem_d = ([128, 256, 512, 1024], 32) if QUICK else ([256, 512, 1024, 2048, 4096], 64)
 mem_rows = []
 for T in mem_Ts:
@@ -308,7 +307,6 @@ ax.set_ylabel("tracemalloc peak (MiB)")
 ax.set_title("attention forward: peak memory")
 ax.legend(fontsize=8)
 savefig(fig, "kernels_attention_memory.png")
-plt.show()
 
 # %% [markdown]
 # The naive forward's peak sits on the $T^2$ line: $P$ alone is $4T^2$ bytes per head. The blocked forward grows
@@ -389,7 +387,6 @@ for ax, (title, config, owner) in zip(axes, panels):
     ax.set_ylabel("query i")
     ax.set_title(f"{title}\n(white: skipped; line: the causal diagonal)", fontsize=10)
 savefig(fig, "kernels_backward_tiles.png")
-plt.show()
 
 # %% [markdown]
 # In the left panel a program owns a column of tiles. It is the only one that writes that column's rows of $dK$

@@ -265,18 +265,18 @@ s_ids = wp.encode(sentence)
 _, _, att = bert.forward(params, config, np.array([s_ids]), return_attentions=True)
 tokens = [wp.vocab[i] for i in s_ids]
 layers, heads = (0, 2, 5), (0, 2, 7, 10)
-fig, axes = plt.subplots(len(layers), len(heads), figsize=(3.1 * len(heads), 3.2 * len(layers)))
+fig, axes = plt.subplots(len(layers), len(heads), figsize=(3.1 * len(heads) + 1, 3.2 * len(layers)),
+                         layout="constrained")
 for r, layer in enumerate(layers):
     for c, head in enumerate(heads):
         ax = axes[r, c]
-        ax.imshow(att[layer][0, head], cmap="viridis", vmin=0, vmax=1)
+        im = ax.imshow(att[layer][0, head], cmap="viridis", vmin=0, vmax=1)  # one scale for every panel
         ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=9)
         ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=6)
         ax.set_yticks(range(len(tokens)), tokens if c == 0 else [], fontsize=6)
+fig.colorbar(im, ax=axes, shrink=0.5, label="attention weight (query row → key column)")
 fig.suptitle(f"all-MiniLM-L6-v2 attention (rows read columns): {sentence!r}", fontsize=10)
-fig.tight_layout()
 savefig(fig, "worked_attention.png")
-plt.show()
 rows = np.arange(1, len(tokens))
 print("layer  to [CLS]  to [SEP]  strongest previous-token head  strongest next-token head")
 for layer, a in enumerate(att):
@@ -359,7 +359,6 @@ ax[1].set_ylim(0, 1.25)
 ax[1].legend(fontsize=8, loc="upper center", ncol=2)
 fig.tight_layout()
 savefig(fig, "worked_summary.png")
-plt.show()
 
 # %% [markdown]
 # Both scores rank the off-topic sentence last by far, and both pick the same three sentences, all from the first

@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
-from book import QUICK, savefig  # noqa: E402
+from book import QUICK, glue, machine_load, savefig  # noqa: E402
 from reference import train  # noqa: E402
 from reference.models import gpt
 from reference.studies import counting, depth, scaling_law
@@ -97,6 +97,10 @@ assert ratio["plain", "xavier"] < 1e-3 and ratio["residual", "xavier"] > 1e2
 assert all(1e-2 < ratio[v, "xavier"] < 1e2 for v in ("ln", "post_ln", "pre_ln"))
 assert all(abs(ratio[v, "gpt2"] - 1) < 0.2 for v in ("residual", "post_ln", "pre_ln"))
 assert ratio["plain", "gpt2"] < 1e-30
+gpt2_ratios = [ratio[v, "gpt2"] for v in ("residual", "post_ln", "pre_ln")]
+glue("gpt2_ratio_min", f"{min(gpt2_ratios):.2f}")
+glue("gpt2_ratio_max", f"{max(gpt2_ratios):.2f}")
+glue("gpt2_ln_rms", f"{norms['ln', 'gpt2']['forward_rms'][-1]:.2f}")
 
 # %% [markdown]
 # How the ratio between the input's gradient and the top's grows or shrinks with depth (Xavier init):
@@ -107,20 +111,36 @@ print("|dx_0| / |dx_L| at width 32, Xavier init")
 print(f"{'depth':>9} " + " ".join(f"{d:>9}" for d in DEPTHS))
 for v, rows in vs_depth.items():
     print(f"{v:>9} " + " ".join(f"{a[0] / a[-1]:>9.2g}" for a in rows))
+post_ratios = [a[0] / a[-1] for a in vs_depth["post_ln"]]
+pre_ratios = [a[0] / a[-1] for a in vs_depth["pre_ln"]]
+glue("postln_min", f"{min(post_ratios):.1f}")
+glue("postln_max", f"{max(post_ratios):.1f}")
+glue("preln_first", f"{pre_ratios[0]:.1f}")
+glue("preln_last", f"{pre_ratios[-1]:.0f}")
+glue("depth_first", str(DEPTHS[0]))
+glue("depth_last", str(DEPTHS[-1]))
 
 colors = dict(zip(depth.VARIANTS, ["tab:gray", "tab:purple", "tab:red", "tab:blue", "tab:green"]))
-fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+markers = dict(zip(depth.VARIANTS, "osD^v"))
+fig, ax = plt.subplots(1, 3, figsize=(15, 4.4))
 for k, init_scheme in enumerate(depth.INITS):
-    for v in depth.VARIANTS:
-        a = norms[v, init_scheme]["activation"]
-        ax[k].semilogy(np.arange(DEPTH + 1), a / a[-1], "o-", ms=3, color=colors[v], label=v)
+    # The axis spans the curves that stay within 1e-6 of the top (x2 margin); one that falls further (plain under
+    # GPT-2's init reaches ~1e-119) would squash the others onto one line, so it leaves the axis with its value noted.
+    curves = {v: norms[v, init_scheme]["activation"] / norms[v, init_scheme]["activation"][-1] for v in depth.VARIANTS}
+    kept = np.concatenate([c for c in curves.values() if c.min() >= 1e-6])
+    ax[k].set_ylim(kept.min() / 2, kept.max() * 2)
+    for v, c in curves.items():
+        ax[k].semilogy(np.arange(DEPTH + 1), c, "-", marker=markers[v], ms=4, color=colors[v], label=v)
+        if c.min() < kept.min() / 2:
+            ax[k].annotate(f"{v}: {c[0]:.0e} at the input, off the axis", (0.02, 0.04), xycoords="axes fraction",
+                           fontsize=8, color=colors[v])
     ax[k].set_xlabel("block l (0 = input, L = top)")
     ax[k].set_ylabel(r"$\|\partial\ell/\partial x_l\|\ /\ \|\partial\ell/\partial x_L\|$")
     ax[k].set_title(f"{init_scheme} init, depth {DEPTH}, width {WIDTH}")
     ax[k].grid(alpha=0.3)
 ax[0].legend(fontsize=8)
 for v in depth.VARIANTS:
-    ax[2].loglog(DEPTHS, [a[0] / a[-1] for a in vs_depth[v]], "o-", color=colors[v], label=v)
+    ax[2].loglog(DEPTHS, [a[0] / a[-1] for a in vs_depth[v]], "-", marker=markers[v], color=colors[v], label=v)
 ax[2].set_xticks(DEPTHS)
 ax[2].xaxis.set_major_formatter(ScalarFormatter())
 ax[2].xaxis.set_minor_formatter(NullFormatter())
@@ -130,7 +150,6 @@ ax[2].set_title("Xavier init, width 32: through depth")
 ax[2].grid(alpha=0.3, which="both")
 fig.tight_layout()
 savefig(fig, "trends_gradient_norms.png")
-plt.show()
 
 # %% [markdown]
 # What the measurement shows:
@@ -148,17 +167,17 @@ plt.show()
 #   shrinkage divided out, in the backward pass too. It does not keep the information, though: without a skip,
 #   attention's averaging makes all positions alike (chapter 6.7 measures it), while the gradient's size looks
 #   healthy. A healthy gradient norm is necessary, not sufficient.
-# - **post-LN vs pre-LN.** In `post_ln` the ratio stays between about 0.4 and 1.3 at every depth measured, with no
-#   trend. In `pre_ln` the gradient grows towards the input, and more so the deeper the stack (about 2.5 at depth 6,
-#   9 at depth 48): the residual stream grows with depth, and every LN divides its gradient by the stream's std at
+# - **post-LN vs pre-LN.** In `post_ln` the ratio stays between about {{postln_min}} and {{postln_max}} at every depth
+#   measured, with no trend. In `pre_ln` the gradient grows towards the input, and more so the deeper the stack (about
+#   {{preln_first}} at depth {{depth_first}}, {{preln_last}} at depth {{depth_last}}): the residual stream grows with depth, and every LN divides its gradient by the stream's std at
 #   that depth, so the lower blocks, where the stream is smaller, receive more. Neither ratio alone says how well
 #   a stack trains: Xiong et al. (2020) explain post-LN's need for a learning-rate warm-up by the scale of the
 #   gradients of the parameters near the output at init, together with the learning rate.
 # - **GPT-2's init makes every residual wiring the identity at init.** Sublayers with std-0.02 weights add almost
-#   nothing, the skip carries the gradient unchanged (ratios 1.00 to 1.02), and the scaled residual projections keep it so as
+#   nothing, the skip carries the gradient unchanged (ratios {{gpt2_ratio_min}} to {{gpt2_ratio_max}}), and the scaled residual projections keep it so as
 #   depth grows. The `ln` wiring is the exception under this init: its sublayers' outputs are so small that LN's
 #   $\epsilon = 10^{-5}$ is not negligible beside their variance, and LN no longer fully renormalises (the rms of
-#   $x_L$ is 0.77, not 1).
+#   $x_L$ is {{gpt2_ln_rms}}, not 1).
 #
 # ## 9.2 Gradient clipping against a too-large learning rate
 #
@@ -194,6 +213,8 @@ assert clip_runs["sgd", None]["diverged_at"] is not None
 sgd_clipped = clip_runs["sgd", 1.0]
 assert sgd_clipped["diverged_at"] is None and sgd_clipped["val"][-1][1] < sgd_clipped["train_loss"][0] - 1.0
 assert all(clip_runs["adamw", c]["diverged_at"] is None for c in (None, 1.0))
+adamw_gap = clip_runs["adamw", 1.0]["val"][-1][1] - clip_runs["adamw", None]["val"][-1][1]
+glue("adamw_clip_gap", f"{abs(adamw_gap):.2f} nats {'higher' if adamw_gap > 0 else 'lower'}")
 
 fig, ax = plt.subplots(1, 2, figsize=(12, 4))
 for k, (opt, lr) in enumerate((("sgd", 1.0), ("adamw", 0.1))):
@@ -211,14 +232,13 @@ for k, (opt, lr) in enumerate((("sgd", 1.0), ("adamw", 0.1))):
     ax[k].legend(fontsize=8)
 fig.tight_layout()
 savefig(fig, "trends_clipping.png")
-plt.show()
 
 # %% [markdown]
 # Without clipping, SGD at this rate takes a step large enough to raise the loss, which raises the gradient, which
 # makes the next step larger: the gradient norm grows by many orders of magnitude and the loss becomes NaN within a
 # few dozen steps. Clipped, the same rate trains, since the step is at most $\eta\tau$. For AdamW the two curves are
 # close (its per-coordinate steps stay near $\eta$ whatever the gradient's size), and at this rate clipping
-# does not rescue or improve the run (the clipped run ended about 0.1 nats higher): what Adam needs against a
+# does not rescue or improve the run (the clipped run's validation loss ended {{adamw_clip_gap}}): what Adam needs against a
 # too-large rate is a smaller rate or a warm-up. In practice clipping with Adam guards against rare spikes:
 # chapter 2's training run clips at 1 and logs how often it fires.
 #
@@ -245,7 +265,7 @@ for L, d, H in SIZES:
     sweep.append({"L": L, "d": d, "N": r["n_params"] - n_embed, "n_matmul": r["n_matmul"], "tokens": r["tokens"],
                   "seconds": r["seconds"], "val": r["val"][-1][1], "val_mid": r["val"][0][1], "config": config})
     print(f"L={L} d={d:>3}: N = {sweep[-1]['N']:>8,} non-embedding parameters, val loss {sweep[-1]['val_mid']:.4f} "
-          f"at step {r['val'][0][0]}, {sweep[-1]['val']:.4f} at the end; {r['seconds']:.1f} s")
+          f"at step {r['val'][0][0]}, {sweep[-1]['val']:.4f} at the end")
 N = np.array([s["N"] for s in sweep], dtype=float)
 val_loss = np.array([s["val"] for s in sweep])
 a, b, r2 = scaling_law.fit_power_law(N, val_loss)
@@ -253,6 +273,21 @@ print(f"fit: L(N) = {np.exp(a):.3f} * N^({b:.4f}),  alpha_N = {-b:.4f},  R^2 = {
 if not QUICK:
     assert b < 0 and r2 > 0.8
     assert all(s["val"] < s["val_mid"] for s in sweep)   # still learning at the end of the budget
+
+fig, ax = plt.subplots(figsize=(6.5, 4.2))
+ax.loglog(N, val_loss, "o", ms=7, label="measured")
+grid = np.geomspace(N.min() / 1.5, N.max() * 1.5, 50)
+ax.loglog(grid, scaling_law.power_law(grid, a, b), "--", label=rf"fit $L \propto N^{{{b:.3f}}}$ ($R^2$ = {r2:.2f})")
+for s in sweep:
+    ax.annotate(f"L={s['L']}, d={s['d']}", (s["N"], s["val"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+ax.set_xlabel("non-embedding parameters N")
+ax.set_ylabel("validation loss (nats per character)")
+ax.yaxis.set_major_formatter(ScalarFormatter())
+ax.yaxis.set_minor_formatter(ScalarFormatter())
+ax.set_title(f"Bigger is better at a fixed budget ({budget:,} tokens per model)", fontsize=10)
+ax.grid(alpha=0.3, which="both")
+ax.legend(fontsize=8)
+savefig(fig, "trends_scaling.png")
 
 # %% [markdown]
 # ## 9.4 Compute: $6ND$ against the clock
@@ -262,9 +297,10 @@ if not QUICK:
 # (`scaling_law.matmul_params`); attention's scores and weighted sum add $6 \cdot 2LTd \cdot \tfrac12$ per token under a
 # causal mask (`counting.flops_per_token`), a visible share at $d = 32$ with $T = 64$. The achieved rate is $C$ over
 # the measured wall time of the training steps (evaluation excluded). The machine: one BLAS thread on a 2-core CPU
-# that was shared with other jobs while this ran (its load average is printed), NumPy float32.
+# that was shared with other jobs while this ran (its load average is printed), NumPy float32. The next cell and its
+# figure are measurements of the machine that built this book: their numbers change from build to build.
 
-# %%
+# %% tags=["measurement"]
 for s in sweep:
     shape = counting.DecoderShape(n_layer=s["L"], d_model=s["d"], n_head=s["config"].n_head, n_ctx=CONTEXT,
                                vocab_size=tokenizer.vocab_size)
@@ -288,35 +324,22 @@ for _ in range(7):                  # the best of 7 trials: the other jobs on th
 matmul_rate = 10 * 2 * n_mm ** 3 / min(trials)
 print(f"median achieved rate: {rate / 1e9:.2f} GFLOP/s; a {n_mm}x{n_mm} float32 matmul (best of 7): "
       f"{matmul_rate / 1e9:.1f} GFLOP/s; the training steps reach {rate / matmul_rate:.0%} of it")
-print(f"load average while this chapter ran: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+print(machine_load())
 gpt3 = 3.14e23
 print(f"at {rate / 1e9:.1f} GFLOP/s, GPT-3's 3.14e23 training FLOPs would take {gpt3 / rate / 3.156e7:,.0f} years")
 
-fig, ax = plt.subplots(1, 2, figsize=(12, 4.2))
-ax[0].loglog(N, val_loss, "o", ms=7, label="measured")
-grid = np.geomspace(N.min() / 1.5, N.max() * 1.5, 50)
-ax[0].loglog(grid, scaling_law.power_law(grid, a, b), "--", label=rf"fit $L \propto N^{{{b:.3f}}}$ ($R^2$ = {r2:.2f})")
-for s in sweep:
-    ax[0].annotate(f"L={s['L']}, d={s['d']}", (s["N"], s["val"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
-ax[0].set_xlabel("non-embedding parameters N")
-ax[0].set_ylabel("validation loss (nats per character)")
-ax[0].yaxis.set_major_formatter(ScalarFormatter())
-ax[0].yaxis.set_minor_formatter(ScalarFormatter())
-ax[0].set_title(f"same budget: {budget:,} tokens per model")
-ax[0].grid(alpha=0.3, which="both")
-ax[0].legend(fontsize=8)
+fig, ax = plt.subplots(figsize=(6.5, 4.2))
 C = np.array([s["C_6ND"] for s in sweep])
-ax[1].loglog(C, [s["seconds"] for s in sweep], "o", ms=7, label="measured wall time")
+ax.loglog(C, [s["seconds"] for s in sweep], "o", ms=7, label="measured wall time")
 cgrid = np.geomspace(C.min() / 1.5, C.max() * 1.5, 50)
-ax[1].loglog(cgrid, cgrid / rate, "--", label=f"6ND at {rate / 1e9:.1f} GFLOP/s (median)")
-ax[1].set_xlabel("training compute 6ND (FLOPs)")
-ax[1].set_ylabel("seconds")
-ax[1].set_title("compute predicts time, up to the achieved rate")
-ax[1].grid(alpha=0.3, which="both")
-ax[1].legend(fontsize=8)
-fig.tight_layout()
-savefig(fig, "trends_scaling.png")
-plt.show()
+ax.loglog(cgrid, cgrid / rate, "--", label=f"6ND at {rate / 1e9:.1f} GFLOP/s (median)")
+ax.set_xlabel("training compute 6ND (FLOPs)")
+ax.set_ylabel("training time (s)")
+ax.set_title(f"Compute predicts time, up to the achieved rate\n(measured on the build machine, load "
+             f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)", fontsize=10)
+ax.grid(alpha=0.3, which="both")
+ax.legend(fontsize=8)
+savefig(fig, "trends_compute_time.png")
 
 # %% [markdown]
 # What the sweep shows, and what it does not:

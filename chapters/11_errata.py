@@ -11,9 +11,9 @@
 # | 1 | §3.1 item 4 | "层ORMAL化" | 层归一化 (layer normalisation) | the text |
 # | 2 | §3.1 item 4, §3.2.5 | LayerNorm "regularises the model, reduces overfitting" | it normalises each token's features, for stable and fast training | chapter 6.1, 6.6 |
 # | 3 | §3.2.2 | $W^O$ among "each head's parameter matrices" | one $W^O \in \mathbb{R}^{h d_v \times d_{model}}$ after the concatenation | `reference/ops/multihead.py`, `tests/ops/test_multihead.py` |
-# | 4 | §3.2.3 | $P(pos) = \sin(pos / 10000^{2/d_p})^{2048}$, "sine or log-sine form" | $PE_{(pos,2i)} = \sin(pos/10000^{2i/d})$, $PE_{(pos,2i+1)} = \cos(\cdot)$ | 11.3 below, `tests/ops/test_as_written.py`, `ch06_as_written_failures.png` |
+# | 4 | §3.2.3 | $P(pos) = \sin(pos / 10000^{2/d_p})^{2048}$, "sine or log-sine form" | $PE_{(pos,2i)} = \sin(pos/10000^{2i/d})$, $PE_{(pos,2i+1)} = \cos(\cdot)$ | 11.3 below, `tests/ops/test_as_written.py`, `transformer_as_written_failures.png` |
 # | 5 | §3.2.4 | $F(x) = \mathrm{ReLU}(W_2\,\sigma(W_1x+b_1)+b_2)$ | $\mathrm{FFN}(x) = \max(0, xW_1+b_1)W_2+b_2$ | 11.4, `tests/ops/test_as_written.py` |
-# | 6 | §3.2.5 | $\gamma\,(x+\beta)/\sqrt{d}$ | $\gamma \odot (x-\mu)/\sqrt{\sigma^2+\epsilon} + \beta$ | 11.5, `tests/ops/test_as_written.py`, `ch06_layernorm_activations.png` |
+# | 6 | §3.2.5 | $\gamma\,(x+\beta)/\sqrt{d}$ | $\gamma \odot (x-\mu)/\sqrt{\sigma^2+\epsilon} + \beta$ | 11.5, `tests/ops/test_as_written.py`, `transformer_layernorm_activations.png` |
 # | 7 | §3.3 | five steps with no residual connection, one LayerNorm at the very end, no decoder | $x + \mathrm{Sublayer}(x)$ then LayerNorm around *every* sublayer; encoder and decoder stacks | 11.6, chapter 6.7, `reference/models/layers.py` |
 # | 8 | §4 | `BertModel` + `outputs.logits` + `torch.argmax(..., dim=1)` "generates a summary" | `BertModel` has no logits, `torch` is never imported, `dim=1` is the position axis, and an encoder does not generate | chapter 8, `tests/inference/test_summarizer.py` |
 # | 9 | §4 | `pip install transformers` | the code also needs PyTorch (`torch`) | chapter 8 |
@@ -72,7 +72,7 @@ assert diag["as_written_positions_sharing_a_code"] > n_pos // 2 and diag["correc
 # %% [markdown]
 # More than half of the positions share their code with another position under the printed formula (they are all
 # ~0), and all dimensions are identical. The paper's encoding gives every position a distinct code in $[-1, 1]$.
-# Chapter 6.4 draws both tables (`ch06_pe_heatmap.png`, `ch06_as_written_failures.png`).
+# Chapter 6.4 draws both tables (`transformer_pe_heatmap.png`, `transformer_as_written_failures.png`).
 #
 # ## 11.4 The feed-forward network (erratum 5)
 #
@@ -153,7 +153,6 @@ ax.legend(fontsize=8)
 ax.set_title("With the residual, a deep stack starts near the identity")
 fig.tight_layout()
 savefig(fig, "errata_residual_identity.png")
-plt.show()
 
 # %% [markdown]
 # Chapter 6.7 builds the real encoder and decoder layers with Add & Norm, and chapter 9 measures the gradient norms

@@ -36,7 +36,7 @@ def numerical_grad(f, x, h=H, indices=None):
 
 
 def rel_error(a, b):
-    """max |a - b| / max(|a|, |b|, tiny): one number per pair of arrays, scale-free."""
+    """``max |a - b| / max(|a|, |b|, tiny)``: one number per pair of arrays, scale-free."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise AssertionError(f"shape mismatch: {a.shape} vs {b.shape}")

@@ -443,8 +443,8 @@ def sparsity_sweep(params, config, val_data, sparsities, finetune_steps=0, train
 
     Returns
     -------
-    list of dicts ``{"sparsity", "achieved", "loss_oneshot", "loss_finetuned" (None without fine-tuning),
-    "seconds"}``, one per sparsity.
+    list of dicts with keys ``"sparsity"``, ``"achieved"``, ``"loss_oneshot"``, ``"loss_finetuned"`` (None without
+    fine-tuning) and ``"seconds"``, one per sparsity.
     """
     if finetune_steps and train_data is None:
         raise ValueError("sparsity_sweep: finetune_steps > 0 needs train_data (the fine-tuning text)")

@@ -1,6 +1,6 @@
 r"""A BERT encoder in NumPy, running real pretrained weights (all-MiniLM-L6-v2), and sentence embeddings from it.
 
-Names: B batch, T sequence length, C = hidden size (384 for MiniLM), H heads, d_k = C / H, V vocabulary, L layers.
+Names: B batch, T sequence length, C = hidden size (384 for MiniLM), H heads, d_k = C / H, V vocabulary, L layers::
 
     x_0 = LN_emb( E_tok[ids] + E_pos[0..T-1] + E_type[token_type_ids] )          (B, T, C)
     for each of the L blocks (post-LN, as in the BERT paper and the original Transformer):

@@ -1,6 +1,6 @@
 """A decoder-only Transformer language model (GPT-2 layout) built from the reference ops, with its backward pass.
 
-Names as in llm.c: B batch, T sequence length, C = d_model, H heads, d_k = C / H, V vocabulary, L layers.
+Names as in llm.c: B batch, T sequence length, C = d_model, H heads, d_k = C / H, V vocabulary, L layers::
 
     x_0   = wte[ids] + wpe[:T]                                    (B, T, C)   token + position embeddings
     for each of the L blocks (pre-LN):
