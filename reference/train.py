@@ -14,7 +14,13 @@ history). At the end it writes the loss curve (``--figure``), a JSON log in ``--
 Resuming restores all of that state, so ``--resume`` continues exactly as the uninterrupted run would have:
 the same batches, the same updates, the same bits. ``--stop-at K`` ends a run after step K (with a checkpoint)
 while keeping the schedule of ``--steps``; it is how a long run is split across sessions, and how the test
-interrupts one.
+interrupts one. Ctrl-C (SIGINT) or SIGTERM does the same at the end of the current step: checkpoint, log, the
+command that resumes, and exit status 130 or 143.
+
+Nothing is lost and nothing fails late (``reference/training/run_dir.py``): before the first step the command
+checks every setting, the paths it will write (``--out``, ``--figure``) and the memory the run needs; it refuses a
+fresh run into a folder that holds a checkpoint (``--resume`` it, or ``--overwrite``), and it locks the folder so
+that a second run into it is refused while the first one runs. Every refusal is one line and exit status 2.
 
 On a machine shared with other jobs, run with ``OPENBLAS_NUM_THREADS=1``: multi-threaded BLAS threads that wait
 for each other on busy cores made a step of the small config 10x slower than one thread did.
@@ -32,7 +38,7 @@ from reference import tokenizers
 from reference.inference import decoding
 from reference.models import gpt
 from reference.ops import cross_entropy
-from reference.training import checkpoint, data, optim
+from reference.training import checkpoint, data, memory, optim, run_dir, trained
 
 # Named configurations. "small" is the default: char-level, 850 k parameters, 800 steps of 16 x 128 characters.
 # Measured: validation loss 1.72 nats per character, in 15 min on 2 CPU cores that 5-10 other jobs were sharing
@@ -52,6 +58,7 @@ DEFAULTS = dict(bpe_vocab=1024, min_lr_ratio=0.1, weight_decay=0.1, betas=(0.9, 
                 positional="learned")
 SAMPLE_PROMPTS = ("And God said", "In the beginning", "Jesus answered")
 CHECKPOINT = "checkpoint.npz"
+FIGURE_NAME = "train_loss.png"
 
 
 class ConfigError(ValueError):
@@ -79,7 +86,10 @@ def parse_args(argv=None):
     ap.add_argument("--stop-at", type=int, help="stop after this step (checkpointed), keeping the schedule of --steps")
     ap.add_argument("--out", type=Path, help="run directory (default runs/<config>)")
     ap.add_argument("--resume", type=Path, help="checkpoint to continue from")
-    ap.add_argument("--figure", type=Path, default=Path("figures/train_loss.png"), help="loss-curve PNG")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="start a fresh run even if --out holds a checkpoint (which it then replaces)")
+    ap.add_argument("--figure", default="figures/train_loss.png",
+                    help=f"loss-curve image (.png, .pdf, .svg, ...), or a folder to write {FIGURE_NAME} in")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar (logs, tests)")
     return ap.parse_args(argv)
 
@@ -119,8 +129,7 @@ def resumed_run(args, saved_run):
 
 
 def model_config(run, vocab_size):
-    return gpt.GPTConfig(vocab_size=vocab_size, block_size=run["block_size"], n_layer=run["n_layer"],
-                         n_head=run["n_head"], d_model=run["d_model"], positional=run["positional"])
+    return trained.gpt_config(run, vocab_size)
 
 
 def validate(run):
@@ -130,6 +139,8 @@ def validate(run):
             raise ConfigError(f"{key.replace('_', '-')}: expected a positive integer, got {run[key]!r}")
     if not (math.isfinite(run["lr"]) and run["lr"] > 0):
         raise ConfigError(f"lr: the learning rate must be a positive number, got {run['lr']!r}")
+    if not isinstance(run["seed"], int) or run["seed"] < 0:
+        raise ConfigError(f"seed: expected an integer >= 0, got {run['seed']!r}")
     if run["warmup"] > run["steps"]:           # a run shorter than its config's warm-up warms up over all of it
         run["warmup"] = run["steps"]
     try:
@@ -241,29 +252,74 @@ def train_step(params, opt_state, config, run, x, y, step):
     return float(loss), lr, grad_norm
 
 
+def check_memory(run, vocab_size):
+    """Refuse a run whose estimated memory (``reference/training/memory.py``) exceeds this machine's; warn if it
+    exceeds what is free now."""
+    need = memory.estimate(run, vocab_size)
+    total, avail = memory.available()
+    if total is not None and need["total"] > total:
+        raise ConfigError(f"this run needs about {memory.describe(need)}; this machine has "
+                          f"{memory.gib(total)} in all. Use a smaller --d-model, --n-layer, --batch-size or "
+                          f"--block-size")
+    if avail is not None and need["total"] > avail:
+        print(f"lm-primer-train: warning: this run needs about {memory.gib(need['total'])}, more than the "
+              f"{memory.gib(avail)} free now; it may swap or be killed", file=sys.stderr)
+    return need
+
+
+def prepare(args):
+    """Everything that can be checked before any data is read or anything written: ``(run, resumed, out, figure)``.
+
+    ``resumed`` is the checkpoint's :class:`reference.training.trained.Trained` (``None`` for a fresh run).
+    """
+    resumed = None
+    if args.resume is not None:
+        resumed = trained.load(args.resume)
+        run = resumed_run(args, resumed.run)
+    else:
+        run = make_run(args)
+    validate(run)
+    first = resumed.step if resumed else 0
+    if first >= run["steps"]:
+        raise ConfigError(f"--resume {args.resume} is at step {first}, and the run has --steps {run['steps']}: "
+                          f"nothing to do; give a larger --steps to continue it")
+    if args.stop_at is not None and not first < args.stop_at <= run["steps"]:
+        raise ConfigError(f"--stop-at {args.stop_at}: expected a step in [{first + 1}, {run['steps']}]")
+    out = run_dir.check_out_dir(args.out or (args.resume.parent if args.resume else Path("runs") / run["config"]))
+    figure = run_dir.figure_path(args.figure, FIGURE_NAME)
+    # the char tokenizer's vocabulary is unknown before the corpus is read: its 256 bytes plus, at most, 256 chars
+    vocab = resumed.tokenizer.vocab_size if resumed else run["bpe_vocab"] if run["tokenizer"] == "bpe" else 512
+    check_memory(run, vocab)
+    return run, resumed, out, figure
+
+
 def main(argv=None):
     """The ``lm-primer-train`` command. Returns None (a console script exits with its return value); the results
     are in ``--out``: ``checkpoint.npz`` and ``log.json``."""
     t_start = time.perf_counter()
     args = parse_args(argv)
     try:
-        if args.resume is not None:
-            ckpt = checkpoint.load(args.resume)
-            run = resumed_run(args, ckpt["run"])
-        else:
-            run = make_run(args)
-        validate(run)
-        if args.stop_at is not None and not 1 <= args.stop_at <= run["steps"]:
-            raise ConfigError(f"--stop-at {args.stop_at}: expected a step in [1, {run['steps']}]")
-        out = args.out or (args.resume.parent if args.resume else Path("runs") / run["config"])
-        tokenizer = tokenizers.from_json(ckpt["tokenizer"]) if args.resume else None
-        tokenizer, train_ids, val_ids = build_data(run, tokenizer, progress=not args.no_progress)
-    except (ConfigError, data.CorpusError, checkpoint.CheckpointError, FileNotFoundError) as err:
+        run, resumed, out, figure = prepare(args)
+        with run_dir.RunLock(out):
+            run_dir.refuse_overwrite(out / CHECKPOINT, args.resume, args.overwrite)
+            tokenizer = resumed.tokenizer if resumed else None
+            tokenizer, train_ids, val_ids = build_data(run, tokenizer, progress=not args.no_progress)
+            with run_dir.StopSignals() as stop:
+                _train(args, run, resumed, out, figure, tokenizer, train_ids, val_ids, stop, t_start)
+    except (ConfigError, data.CorpusError, checkpoint.CheckpointError, run_dir.RunDirError,
+            FileNotFoundError) as err:
         print(f"lm-primer-train: error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
+    except KeyboardInterrupt:
+        print("lm-primer-train: interrupted before the first step; nothing was written", file=sys.stderr)
+        raise SystemExit(130) from None
 
+
+def _train(args, run, resumed, out, figure, tokenizer, train_ids, val_ids, stop, t_start):
+    """The loop, from the first step to the log: the run folder is locked and its paths checked."""
     config = model_config(run, tokenizer.vocab_size)
-    if args.resume is not None:
+    if resumed is not None:
+        ckpt = resumed.payload
         params, opt_state, step = ckpt["params"], ckpt["opt_state"], ckpt["step"]
         rng = checkpoint.rng_from_json(ckpt["rng"])
         history = ckpt["history"]
@@ -273,7 +329,6 @@ def main(argv=None):
         opt_state = optim.adamw_init(params)
         step = 0
         history = {"train": [], "val": []}
-    out.mkdir(parents=True, exist_ok=True)
     print(f"config {run['config']}: {gpt.n_params(params):,} parameters, {run['tokenizer']} tokenizer "
           f"(vocab {tokenizer.vocab_size}), {train_ids.size:,} training tokens; step {step} of {run['steps']}",
           flush=True)
@@ -283,8 +338,8 @@ def main(argv=None):
     last = run["steps"] if args.stop_at is None else args.stop_at
     tokens_per_step = run["batch_size"] * run["block_size"]
     bar = tqdm(total=last, initial=step, disable=args.no_progress, unit="step", dynamic_ncols=True)
-    t_train, n_steps, tok_s = 0.0, 0, None
-    while step < last:
+    t_train, n_steps, tok_s, saved = 0.0, 0, None, step
+    while step < last and stop.signal is None:
         step += 1
         n_steps += 1
         t0 = time.perf_counter()
@@ -305,22 +360,30 @@ def main(argv=None):
             history["val"].append([step, val])
             bar.write(f"step {step}: train loss {loss:.4f}, validation loss {val:.4f}")
             save(out / CHECKPOINT, params, opt_state, step, run, tokenizer, rng, history)
-        elif step == last:
-            save(out / CHECKPOINT, params, opt_state, step, run, tokenizer, rng, history)
+            saved = step
+    interrupted = stop.signal is not None and step < last
+    if saved != step:                       # the last step (of --stop-at, or before a signal) was not saved yet
+        save(out / CHECKPOINT, params, opt_state, step, run, tokenizer, rng, history)
     bar.close()
 
     log = {"run": run, "step": step, "n_params": gpt.n_params(params), "vocab_size": tokenizer.vocab_size,
            "train_seconds": round(t_train, 2),
            "tokens_per_second": round(n_steps * tokens_per_step / t_train, 1) if n_steps else None, **history}
-    if step == run["steps"]:
+    if interrupted:
+        log["stopped_by"] = stop.signal.name
+    if step == run["steps"] and stop.signal is None:
         log["samples"] = samples(params, config, tokenizer, run)
         for line in log["samples"]:
             print("  " + line)
     log["wall_seconds"] = round(time.perf_counter() - t_start, 1)
     (out / "log.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
-    fig = plot_losses(history, args.figure, f"{run['config']}: d_model={run['d_model']}, n_layer={run['n_layer']}, "
-                                            f"{run['tokenizer']} tokens")
+    fig = plot_losses(history, figure, f"{run['config']}: d_model={run['d_model']}, n_layer={run['n_layer']}, "
+                                       f"{run['tokenizer']} tokens")
     print(f"wrote {out / CHECKPOINT}, {out / 'log.json'} and {fig}", flush=True)
+    if interrupted:
+        print(f"lm-primer-train: stopped by {stop.signal.name} after step {step} of {run['steps']}; continue with: "
+              f"python -m reference.train --resume {out / CHECKPOINT}", file=sys.stderr, flush=True)
+        raise SystemExit(stop.exit_code)
 
 
 if __name__ == "__main__":
