@@ -15,7 +15,7 @@ import platform
 import time
 from pathlib import Path
 
-MODULES = ["ops", "kernels", "train", "decode"]
+MODULES = ["ops", "kernels", "train", "decode", "summarize"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
