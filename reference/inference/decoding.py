@@ -248,12 +248,8 @@ def sample(logits, rng, temperature=1.0, top_k=None, top_p=None):
     _check_logits(logits)
     if temperature == 0:
         return np.argmax(logits, axis=-1).astype(np.int64)
-    z = logits.astype(np.float64)                                               # (B, V)
-    m = z.max(axis=-1, keepdims=True)                                           # (B, 1)
-    top = np.isposinf(m)                                                        # (B, 1) rows with a +inf logit
     with np.errstate(over="ignore"):                                            # -> -inf is the limit we want
-        scaled = (z - np.where(top, 0.0, m)) / float(temperature)              # (B, V), <= 0
-    z = np.where(top, np.where(np.isposinf(z), 0.0, -np.inf), scaled)
+        z = _minus_max(logits) / float(temperature)                             # (B, V), <= 0, max 0
     if top_k is not None:
         z = top_k_filter(z, top_k)
     if top_p is not None:
@@ -265,13 +261,18 @@ def sample(logits, rng, temperature=1.0, top_k=None, top_p=None):
     return np.argmax(cdf > u[:, None], axis=-1).astype(np.int64)
 
 
-def _probabilities(z):
-    """softmax over the last axis in float64, with +inf entries sharing all the mass. (B, V) -> (B, V)."""
+def _minus_max(z):
+    """``z - max(z)`` per row in float64, where a row holding +inf becomes 0 at its +inf entries and -inf elsewhere
+    (the limit of a logit growing without bound). (B, V) -> (B, V), maximum 0 in every row."""
     z = z.astype(np.float64)
     m = z.max(axis=-1, keepdims=True)                                           # (B, 1), finite or +inf
-    top = np.isposinf(m)
-    z = np.where(top, np.where(np.isposinf(z), 0.0, -np.inf), z - np.where(top, 0.0, m))
-    probs, _ = softmax.forward(z, axis=-1)
+    top = np.isposinf(m)                                                        # (B, 1) rows with a +inf logit
+    return np.where(top, np.where(np.isposinf(z), 0.0, -np.inf), z - np.where(top, 0.0, m))
+
+
+def _probabilities(z):
+    """softmax over the last axis in float64, with +inf entries sharing all the mass. (B, V) -> (B, V)."""
+    probs, _ = softmax.forward(_minus_max(z), axis=-1)
     return probs
 
 
