@@ -275,6 +275,10 @@ def prepare(args):
     resumed = None
     if args.resume is not None:
         resumed = trained.load(args.resume)
+        missing = [k for k in ("opt_state", "rng", "history") if k not in resumed.payload]
+        if missing:
+            raise checkpoint.CheckpointError(f"--resume {args.resume} holds a model but not the training state "
+                                             f"needed to continue it exactly (no {', '.join(missing)})")
         run = resumed_run(args, resumed.run)
     else:
         run = make_run(args)
@@ -309,6 +313,10 @@ def main(argv=None):
     except (ConfigError, data.CorpusError, checkpoint.CheckpointError, run_dir.RunDirError,
             FileNotFoundError) as err:
         print(f"lm-primer-train: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+    except MemoryError as err:
+        print(f"lm-primer-train: error: out of memory: {err}; the last checkpoint in --out, if any, is intact",
+              file=sys.stderr)
         raise SystemExit(2) from err
     except KeyboardInterrupt:
         print("lm-primer-train: interrupted before the first step; nothing was written", file=sys.stderr)

@@ -191,6 +191,11 @@ def test_bad_resume_targets_and_settings_are_one_line_errors(tmp_path, small_cor
     fails_with(capsys, tiny_args(tmp_path, "more", "--resume", str(ckpt), "--stop-at", "2"),
                "--stop-at 2: expected a step in [3, 8]")
     fails_with(capsys, tiny_args(tmp_path, "more", "--seed", "-1"), "seed: expected an integer >= 0, got -1")
+    model_only = {k: payload[k] for k in ("params", "run", "tokenizer", "step")}
+    model_only["run"]["d_model"] = 32
+    checkpoint.save(tmp_path / "model_only.npz", model_only)      # what a generate or export test would write
+    fails_with(capsys, tiny_args(tmp_path, "more", "--resume", str(tmp_path / "model_only.npz")),
+               "holds a model but not the training state needed to continue it exactly (no opt_state, rng, history)")
     assert not (tmp_path / "more").exists()
 
 
@@ -238,3 +243,12 @@ def test_ctrl_c_before_the_first_step_leaves_nothing(tmp_path, small_corpus, cap
     assert exc.value.code == 130
     assert "interrupted before the first step; nothing was written" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_allocation_that_fails_anyway_is_one_line(tmp_path, small_corpus, capsys, monkeypatch):
+    # the estimate passed, but the allocator said no (overcommit limits, other processes): no traceback either
+    def refused(*args, **kwargs):
+        raise MemoryError("Unable to allocate 9.00 GiB for an array with shape (99999, 99999)")
+
+    monkeypatch.setattr(train.gpt, "init_params", refused)
+    fails_with(capsys, tiny_args(tmp_path, "run"), "out of memory: Unable to allocate 9.00 GiB")
