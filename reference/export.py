@@ -178,6 +178,10 @@ def main(argv=None):
             raise ValueError(f"{args.outdir} is a file; expected a folder to write the model in")
         model = trained.load(args.checkpoint)
         written = save_pretrained(model.params, model.config, model.tokenizer, args.outdir)
+    except ImportError as err:
+        print(f"{PROG}: error: {err}; the export needs the safetensors and tokenizers packages "
+              f"(pip install 'lm-primer[models]')", file=sys.stderr)
+        raise SystemExit(2) from err
     except (ValueError, TypeError, OSError, checkpoint.CheckpointError) as err:
         message = f"cannot read {args.checkpoint}: {err.strerror}" if isinstance(err, FileNotFoundError) and \
             err.filename == str(args.checkpoint) else str(err)
