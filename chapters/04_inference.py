@@ -23,8 +23,9 @@
 # | the decoder-only model (logits of every position) | `reference/models/gpt.py` |
 # | KV cache (`forward_cached`, `KVCache`), left padding, greedy / temperature / top-k / top-p sampling, beam search, post-processing | `reference/inference/decoding.py` |
 # | the training run that produced the model | `reference/train.py` (chapter 2) |
+# | the commands: generate from a checkpoint; export it for `transformers` | `reference/generate.py`, `reference/export.py`, `reference/tokenizers/hf.py` |
 # | tokenizers (characters with byte fallback; BERT's WordPiece) | `reference/tokenizers/`, `reference/tokenizers/wordpiece.py` |
-# | checks | `tests/inference/test_decoding.py` |
+# | checks | `tests/inference/test_decoding.py`, `tests/test_generate.py`, `tests/test_export.py` |
 # | the speed benchmark (`make bench`) | `bench/decode.py` |
 
 # %%
@@ -407,6 +408,87 @@ print("postprocessed:   ", repr(gen.postprocess(padded, wp, special_ids=wp.speci
 assert gen.postprocess(padded, wp, special_ids=wp.special_ids) == wp.decode(wp_ids)
 
 # %% [markdown]
+# ## 4.7 The model outside this notebook: a command, and `transformers`
+#
+# Everything above called `reference/inference/decoding.py` from Python. A trained model is also used from the shell:
+# `python -m reference.generate CHECKPOINT --prompt TEXT` loads a checkpoint of the training command (its tokenizer
+# travels with it), encodes the prompt, decodes with the KV cache and streams the text as the tokens come, with the
+# speed on standard error. Here it continues a prompt greedily, then samples three continuations at temperature
+# 0.8 among the 20 most likely characters. The greedy output must be what `gen.generate` gives in this notebook.
+
+# %%
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from book import ROOT  # noqa: E402
+from reference.training import checkpoint  # noqa: E402
+
+work = Path(tempfile.mkdtemp(prefix="ch04_commands_"))
+ckpt_path = work / "checkpoint.npz"
+checkpoint.save(ckpt_path, ckpt)                       # the model of 4.1, as the training command saved it
+
+
+def command(*args):
+    """Run ``python -m ...`` from the repository root; show the command line, standard output and error."""
+    done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    shown = " ".join(a if " " not in a else repr(a) for a in args).replace(str(work), "$RUN")
+    print(f"$ python -m {shown}\n{done.stdout}{done.stderr}".replace(str(work), "$RUN"))
+    assert done.returncode == 0
+    return done.stdout
+
+
+prompt = "And God said"
+n_new = min(80, config.block_size - len(tok.encode(prompt)) + 1)     # what the context has room for
+greedy_cmd = command("reference.generate", str(ckpt_path), "--prompt", prompt, "--temperature", "0",
+                     "--max-new-tokens", str(n_new))
+greedy_ids = gen.generate(params, config, [tok.encode(prompt)], n_new, temperature=0)[0]
+assert greedy_cmd == prompt + tok.decode(greedy_ids) + "\n"
+command("reference.generate", str(ckpt_path), "--prompt", prompt, "--temperature", "0.8", "--top-k", "20",
+        "--seed", "1", "--num-samples", "3", "--max-new-tokens", str(n_new));
+
+# %% [markdown]
+# `python -m reference.export CHECKPOINT OUTDIR` writes the same model in the Hugging Face format: the weights as
+# `model.safetensors` under GPT-2's names, a GPT-2 `config.json`, and the tokenizer as a `tokenizers` file
+# (`tokenizer.json`). The GPT of chapter 2 *is* GPT-2's architecture (pre-LN blocks, learned positions, tanh GELU,
+# tied output head), so the export is a renaming. The character tokenizer with byte fallback becomes a BPE model
+# with no merges and `byte_fallback=True`, the mechanism Llama's tokenizer uses for unknown characters.
+#
+# Then `transformers` loads the folder offline, with its own tokenizer class and its own `generate`, and must
+# continue the prompt exactly as the command did: the logits of the two implementations agree to float32 round-off,
+# far below the gap between the first and second choice at every greedy step.
+
+# %%
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+hf_logging.disable_progress_bar()
+command("reference.export", str(ckpt_path), str(work / "hf"))
+hf_config = json.loads((work / "hf" / "config.json").read_text())
+print({k: hf_config[k] for k in ("architectures", "n_layer", "n_head", "n_embd", "n_positions", "vocab_size",
+                                 "activation_function")})
+
+hf_model = AutoModelForCausalLM.from_pretrained(work / "hf").eval()
+hf_tok = AutoTokenizer.from_pretrained(work / "hf")
+hf_ids = hf_tok(prompt, return_tensors="pt")["input_ids"]
+assert hf_ids[0].tolist() == tok.encode(prompt)
+with torch.no_grad():
+    hf_out = hf_model.generate(hf_ids, max_new_tokens=n_new, do_sample=False, pad_token_id=0)
+    hf_logits = hf_model(hf_out[:, :-1]).logits[0].numpy()              # (T, V) at every position of the text
+hf_text = hf_tok.decode(hf_out[0])
+print(f"transformers ({type(hf_model).__name__}, {type(hf_tok).__name__}):\n{hf_text}")
+ours_logits, _ = gpt.forward(params, config, hf_out[:, :-1].numpy())
+top2 = np.sort(ours_logits[0], axis=-1)[:, -2:]
+print(f"max |logits NumPy - transformers| = {np.abs(ours_logits[0] - hf_logits).max():.1e}; "
+      f"smallest gap between the two best tokens on the greedy path: "
+      f"{(top2[:, 1] - top2[:, 0])[len(hf_ids[0]) - 1:].min():.1e}")
+assert hf_text + "\n" == greedy_cmd                      # the same continuation, character for character
+
+# %% [markdown]
 # ## Summary
 #
 # - Inference is the material's three steps, but step 2 is a loop: one forward pass per generated token.
@@ -415,6 +497,8 @@ assert gen.postprocess(padded, wp, special_ids=wp.special_ids) == wp.decode(wp_i
 # - The KV cache turns each step from a pass over the whole sequence into a pass over one token. It is exact: in
 #   float64 the cached logits equal the full recomputation to round-off at every step, also for left-padded
 #   batches, provided the pads are masked and positions are counted per row.
+# - A trained model leaves the notebook as a command (`python -m reference.generate`) and as a Hugging Face folder
+#   (`python -m reference.export`) from which `transformers` generates the same text.
 #
 # ## Exercises
 #

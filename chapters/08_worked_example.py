@@ -56,7 +56,7 @@
 # |---|---|
 # | BERT encoder in NumPy, loading all-MiniLM-L6-v2 (safetensors), sentence embeddings | `reference/models/bert.py` |
 # | the WordPiece tokenizer, written out | `reference/tokenizers/wordpiece.py` |
-# | extractive summariser (centroid and TextRank), `python -m reference.summarize` | `reference/inference/summarizer.py` |
+# | extractive summariser (centroid and TextRank; character n-grams for text MiniLM cannot read), `python -m reference.summarize` | `reference/inference/summarizer.py`, `reference/summarize.py` |
 # | the ops it is built from | `reference/ops/embedding.py`, `multihead.py`, `layernorm.py`, `ffn.py` |
 # | the decoder an abstractive summary needs | `reference/models/gpt.py`, `reference/inference/decoding.py` (chapters 2 and 4), `reference/models/transformer.py` (chapter 6) |
 # | checks | `tests/models/test_bert.py`, `tests/tokenizers/test_wordpiece.py`, `tests/inference/test_summarizer.py` |
@@ -368,7 +368,143 @@ savefig(fig, "worked_summary.png")
 #
 # The same from the command line: `python -m reference.summarize FILE --k 3 --method textrank` (or text on stdin).
 #
-# ## 8.8 Why an abstractive summary needs a decoder
+# ## 8.8 The material itself, in Chinese
+#
+# The material is written in Chinese; MiniLM's vocabulary is BERT's English one. Below are the material's sections 1
+# and 2 (背景介绍 "background" and 核心概念与联系 "core concepts and connections"), verbatim, without their markdown
+# headings, which are not sentences. WordPiece keeps a few hundred common Chinese characters of its 30522 entries;
+# every other character becomes `[UNK]`, and every `[UNK]` is the same vector. So MiniLM sees most of this text as
+# the same token repeated: the names of the material's four topics, 模型训练 (model training), 模型优化 (model
+# optimisation), 模型推理 (model inference) and 知识蒸馏 (knowledge distillation), are four `[UNK]`s each, and their
+# embeddings are identical (cosine 1.00), while their English translations are told apart.
+
+# %%
+MATERIAL_ZH = """\
+人工智能（Artificial Intelligence, AI）是一门研究如何让计算机模拟人类智能的学科。随着数据规模的增加和计算能力的提升，人工智能技术在过去的几年里取得了巨大的进展。在这个过程中，大模型成为了人工智能领域的重要研究方向和应用基础。
+
+大模型是指具有大量参数和复杂结构的机器学习模型，通常用于处理大规模、高维、不规则的数据。它们在自然语言处理、计算机视觉、推荐系统等领域取得了显著的成果。例如，GPT-3 是一款基于Transformer架构的大型自然语言处理模型，具有1750亿个参数，可以生成高质量的文本。
+
+在本文中，我们将从以下几个方面进行深入探讨：
+
+1. 核心概念与联系
+2. 核心算法原理和具体操作步骤以及数学模型公式详细讲解
+3. 具体代码实例和详细解释说明
+4. 未来发展趋势与挑战
+5. 附录常见问题与解答
+
+在本节中，我们将介绍大模型的核心概念，包括模型训练、优化、推理等。同时，我们还将探讨大模型与传统机器学习模型之间的联系和区别。
+
+模型训练是指通过学习数据中的样本和标签，使模型能够从中抽取出特征和规律，并在未知数据上进行预测的过程。大模型通常采用深度学习技术进行训练，如卷积神经网络（Convolutional Neural Networks, CNN）、递归神经网络（Recurrent Neural Networks, RNN）和Transformer等。
+
+训练过程包括以下几个步骤：
+
+1. 数据预处理：将原始数据转换为模型可以理解的格式，如将文本数据转换为词嵌入向量。
+2. 参数初始化：为模型的各个权重和偏置初始化为随机值。
+3. 梯度下降：根据损失函数对模型参数进行优化，通常采用梯度下降法或其变种。
+4. 迭代训练：重复上述步骤，直到模型收敛或达到预设的训练轮数。
+
+模型优化是指通过调整模型结构和训练策略，提高模型性能和减少计算成本的过程。大模型通常需要使用高效的优化算法和硬件加速器，以便在合理的时间内完成训练。
+
+常见的模型优化方法包括：
+
+1. 剪枝（Pruning）：消除模型中不重要的参数，减少模型复杂度。
+2. 量化（Quantization）：将模型参数从浮点数转换为有限位数整数，减少模型大小和计算成本。
+3. 知识蒸馏（Knowledge Distillation）：将大模型训练好的知识传递给小模型，使小模型在性能和计算成本上达到平衡。
+
+模型推理是指使用训练好的模型在新数据上进行预测的过程。大模型的推理通常需要高性能计算设备，如GPU和TPU，以便在合理的时间内完成计算。
+
+推理过程包括以下几个步骤：
+
+1. 输入预处理：将新数据转换为模型可以理解的格式。
+2. 前向传播：将预处理后的数据通过模型的前向传播层进行计算，得到预测结果。
+3. 后处理：对预测结果进行后处理，如词汇标记化、分数归一化等，以便与应用需求相符。
+
+传统机器学习模型通常具有较小的参数数量和简单的结构，如逻辑回归、支持向量机和决策树等。这些模型在数据规模和复杂性较低的情况下表现良好，但在面对大规模、高维、不规则的数据时，其表现不佳。
+
+大模型则通过增加参数数量和复杂性，使其能够捕捉到数据中更多的特征和规律。这使得大模型在处理大规模、高维、不规则的数据时，具有更强的表现力和泛化能力。
+"""
+zh_sentences = summarizer.split_sentences(MATERIAL_ZH)
+rate = summarizer.unk_rate(zh_sentences)
+print(f"{len(MATERIAL_ZH)} characters, {len(zh_sentences)} sentences; {rate:.0%} of MiniLM's tokens are [UNK]")
+print(zh_sentences[3], "->", wp.tokenize(zh_sentences[3])[:12], "...")
+topics = ["模型训练", "模型优化", "模型推理", "知识蒸馏", "model training", "model optimisation", "model inference",
+          "knowledge distillation"]
+T_emb = bert.embed_sentences(topics, params, config)
+print("cosine similarity of the topic names:")
+for t, row in zip(topics, T_emb @ T_emb.T):
+    print(f"{t:>24} " + " ".join(f"{v:5.2f}" for v in row))
+assert rate > summarizer.UNK_THRESHOLD
+assert np.allclose(T_emb[:4] @ T_emb[:4].T, 1, atol=1e-5)          # four topics, one vector
+assert (T_emb[4:] @ T_emb[4:].T)[np.triu_indices(4, 1)].max() < 0.9   # the English names differ
+
+# %% [markdown]
+# An extractive summary from such vectors ranks sentences by the few characters MiniLM can read. So the summariser
+# measures the unknown-token rate first. Above 5 % it warns and scores with a method that needs no vocabulary:
+# the cosine of each sentence's **character n-gram TF-IDF** vector (n = 1, 2, 3) to the document's mean vector.
+# Character n-grams suit Chinese, which puts no spaces between words: the bigrams 模型 and 训练 are the words
+# "model" and "training". The result names the scorer that chose the sentences.
+
+# %%
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    zh_summary = summarizer.summarize_detailed(MATERIAL_ZH, k=3, params=params, config=config)
+print("warning:", caught[0].message)
+print(f"scorer: {zh_summary.scorer}")
+GLOSS = {
+    "大模型是指具有大量参数和复杂结构的机器学习模型，通常用于处理大规模、高维、不规则的数据。":
+        "A large model is a machine-learning model with a large number of parameters and a complex structure, "
+        "usually used to process large-scale, high-dimensional, irregular data.",
+    "1. 数据预处理：将原始数据转换为模型可以理解的格式，如将文本数据转换为词嵌入向量。":
+        "1. Data preprocessing: convert the raw data into a format the model can understand, e.g. text data into "
+        "word-embedding vectors.",
+    "模型推理是指使用训练好的模型在新数据上进行预测的过程。":
+        "Model inference is the process of using a trained model to make predictions on new data.",
+    "模型优化是指通过调整模型结构和训练策略，提高模型性能和减少计算成本的过程。":
+        "Model optimisation is the process of adjusting the model's structure and training strategy to improve its "
+        "performance and reduce its computational cost.",
+    "这些模型在数据规模和复杂性较低的情况下表现良好，但在面对大规模、高维、不规则的数据时，其表现不佳。":
+        "These models do well when the data's scale and complexity are low, but poorly on large-scale, "
+        "high-dimensional, irregular data.",
+    "这使得大模型在处理大规模、高维、不规则的数据时，具有更强的表现力和泛化能力。":
+        "This gives large models more expressive power and better generalisation on large-scale, "
+        "high-dimensional, irregular data.",
+}
+for s in zh_summary.sentences:
+    print(f"  {s}\n    \"{GLOSS[s]}\"")
+minilm_zh = summarizer.summarize_detailed(MATERIAL_ZH, k=3, scorer="minilm", params=params, config=config)
+print(f"\nscorer: {minilm_zh.scorer} (forced, despite the [UNK]s)")
+for s in minilm_zh.sentences:
+    print(f"  {s}\n    \"{GLOSS[s]}\"")
+assert zh_summary.scorer == "char n-gram TF-IDF centroid" and "unknown to MiniLM" in str(caught[0].message)
+assert zh_summary.sentences[0].startswith("大模型是指")               # the material's definition of a large model
+assert sum("大规模、高维、不规则" in s for s in minilm_zh.sentences) >= 2
+
+# %% [markdown]
+# The character n-gram summary opens with the material's definition of a large model, then a step of training and
+# the definition of inference: three of the section's topics. MiniLM, forced to score the same text, picks two
+# sentences that repeat one phrase, 大规模、高维、不规则 ("large-scale, high-dimensional, irregular"), whose
+# characters happen to be in its vocabulary: it ranks what it can read, not what the text says. The fallback is
+# not a language model either: it finds the sentences that share the most character sequences with the rest,
+# which in a definitional text like this one are the definitions.
+#
+# The command line does the same and says so on standard error (`python -m reference.summarize FILE`, or the text
+# on standard input; `--scorer minilm` or `--scorer char-ngram` chooses; a file in another encoding than UTF-8 needs
+# `--encoding`, e.g. `--encoding gb18030`, and is otherwise refused with the offset of the first bad byte).
+
+# %%
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from book import ROOT  # noqa: E402
+
+done = subprocess.run([sys.executable, "-m", "reference.summarize", "--k", "2"], input=MATERIAL_ZH, text=True,
+                      capture_output=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+print(done.stdout + done.stderr)
+assert done.returncode == 0 and done.stdout.splitlines() == summarizer.summarize(MATERIAL_ZH, k=2,
+                                                                                  scorer="char-ngram")
+
+# %% [markdown]
+# ## 8.9 Why an abstractive summary needs a decoder
 #
 # A summary in new words is a sequence $y_1 \dots y_m$ that the model must *produce*, one token at a time:
 #

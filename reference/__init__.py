@@ -14,14 +14,17 @@ The map (folder, what it holds, the chapter that explains it):
 ``models/``        blocks and models built from the ops: ``layers`` (encoder/decoder layer),   ch. 2, 5, 6, 8
                    ``transformer`` (the 2017 encoder-decoder), ``gpt`` (decoder-only LM),
                    ``bert`` (MiniLM encoder), ``classifier``, ``logreg``
-``tokenizers/``    characters with byte fallback, byte-level BPE, BERT's WordPiece              ch. 2, 8
-``training/``      corpus and batches (``data``), ``init``, ``optim`` (AdamW, schedules,         ch. 2, 5
-                   clipping), ``checkpoint``, the text-classification tasks (``textcls``);
-                   at scale: ``precision`` (fp16/bf16 on float32 masters), ``data_parallel``
-                   (and gradient accumulation), ``zero`` (sharded AdamW state), ``distributed``
-``inference/``     ``decoding`` (KV cache, greedy, sampling, beam search), ``summarizer``        ch. 4, 8
-``compression/``   ``quantize``, ``qat``, ``prune``, ``distill``                                 ch. 3
-``studies/``       ``counting`` (parameters, FLOPs, memory), ``scaling_law`` (timed runs and     ch. 1, 9
+``tokenizers/``    characters with byte fallback, byte-level BPE, BERT's WordPiece; ``hf``     ch. 2, 4, 8
+                   writes the first two as Hugging Face ``tokenizer.json``
+``training/``      corpus and batches (``data``), ``init``, ``optim`` (AdamW, schedules,       ch. 2, 5
+                   clipping), ``checkpoint``, the text-classification tasks (``textcls``); for
+                   the command: ``run_dir`` (lock, path checks, signals), ``memory``
+                   (estimate), ``trained`` (a checkpoint read back as a model); at scale:
+                   ``precision`` (fp16/bf16 on float32 masters), ``data_parallel`` (and
+                   gradient accumulation), ``zero`` (sharded AdamW state), ``distributed``
+``inference/``     ``decoding`` (KV cache, greedy, sampling, beam search), ``summarizer``      ch. 4, 8
+``compression/``   ``quantize``, ``qat``, ``prune``, ``distill``                               ch. 3
+``studies/``       ``counting`` (parameters, FLOPs, memory), ``scaling_law`` (timed runs and   ch. 1, 9
                    the power-law fit), ``depth`` (gradients through deep stacks),
                    ``pipeline`` (GPipe and 1F1B schedules simulated)
 =================  ==========================================================================  ==============
@@ -32,5 +35,9 @@ Shared helpers: ``tree`` (nested parameter trees and their flat ``{"blocks.0.att
 The commands, at the top level:
 
 - ``python -m reference.train`` (also ``lm-primer-train``): train the GPT on the King James Bible;
+- ``python -m reference.generate CHECKPOINT --prompt TEXT`` (also ``lm-primer-generate``): continue a prompt with a
+  trained model, streamed;
+- ``python -m reference.export CHECKPOINT OUTDIR`` (also ``lm-primer-export``): the model and its tokenizer in the
+  Hugging Face format (GPT-2), which ``transformers`` loads; ``export.load_pretrained`` reads such a folder back;
 - ``python -m reference.summarize FILE``: an extractive summary with the NumPy MiniLM.
 """

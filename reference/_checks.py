@@ -69,3 +69,21 @@ def check_bool_mask(name, mask, target_shape):
     if shape != tuple(target_shape):
         raise ValueError(f"{name}: expected a shape broadcastable to {tuple(target_shape)}, got {mask.shape}")
     return mask
+
+
+def check_id_list(name, ids):
+    """Require a sequence of integer token ids (Python or NumPy ints; not floats, bools or strings); return a list
+    of Python ints. ``int(1.7)`` would silently be 1: a float id is a caller's mistake, named here."""
+    if isinstance(ids, np.ndarray):
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"{name}: expected a 1-D sequence of integer token ids, got an array of dtype "
+                            f"{ids.dtype} and shape {ids.shape}")
+        return ids.tolist()
+    if isinstance(ids, (str, bytes, dict)) or not hasattr(ids, "__iter__"):
+        raise TypeError(f"{name}: expected a sequence of integer token ids, got {type(ids).__name__}")
+    out = []
+    for i, t in enumerate(ids):
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer)):
+            raise TypeError(f"{name}[{i}]: expected an integer token id, got {type(t).__name__} {t!r}")
+        out.append(int(t))
+    return out

@@ -14,7 +14,13 @@ history). At the end it writes the loss curve (``--figure``), a JSON log in ``--
 Resuming restores all of that state, so ``--resume`` continues exactly as the uninterrupted run would have:
 the same batches, the same updates, the same bits. ``--stop-at K`` ends a run after step K (with a checkpoint)
 while keeping the schedule of ``--steps``; it is how a long run is split across sessions, and how the test
-interrupts one.
+interrupts one. Ctrl-C (SIGINT) or SIGTERM does the same at the end of the current step: checkpoint, log, the
+command that resumes, and exit status 130 or 143.
+
+Nothing is lost and nothing fails late (``reference/training/run_dir.py``): before the first step the command
+checks every setting, the paths it will write (``--out``, ``--figure``) and the memory the run needs; it refuses a
+fresh run into a folder that holds a checkpoint (``--resume`` it, or ``--overwrite``), and it locks the folder so
+that a second run into it is refused while the first one runs. Every refusal is one line and exit status 2.
 
 Training at scale (``reference/training/``: ``precision``, ``data_parallel``, ``zero``, ``distributed``):
 ``--precision fp16|bf16`` computes in 16 bits on float32 master weights; ``--grad-accum K`` makes one update of
@@ -28,6 +34,7 @@ On a machine shared with other jobs, run with ``OPENBLAS_NUM_THREADS=1``: multi-
 for each other on busy cores made a step of the small config 10x slower than one thread did.
 """
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -40,7 +47,7 @@ from reference import tokenizers
 from reference.inference import decoding
 from reference.models import gpt
 from reference.ops import cross_entropy
-from reference.training import checkpoint, data, data_parallel, distributed, optim, precision, zero
+from reference.training import checkpoint, data, data_parallel, distributed, memory, optim, precision, run_dir, trained, zero
 
 # Named configurations. "small" is the default: char-level, 850 k parameters, 800 steps of 16 x 128 characters.
 # Measured: validation loss 1.72 nats per character, in 15 min on 2 CPU cores that 5-10 other jobs were sharing
@@ -60,6 +67,7 @@ DEFAULTS = dict(bpe_vocab=1024, min_lr_ratio=0.1, weight_decay=0.1, betas=(0.9, 
                 positional="learned", precision="fp32", grad_accum=1)
 SAMPLE_PROMPTS = ("And God said", "In the beginning", "Jesus answered")
 CHECKPOINT = "checkpoint.npz"
+FIGURE_NAME = "train_loss.png"
 
 
 class ConfigError(ValueError):
@@ -87,7 +95,10 @@ def parse_args(argv=None):
     ap.add_argument("--stop-at", type=int, help="stop after this step (checkpointed), keeping the schedule of --steps")
     ap.add_argument("--out", type=Path, help="run directory (default runs/<config>)")
     ap.add_argument("--resume", type=Path, help="checkpoint to continue from")
-    ap.add_argument("--figure", type=Path, default=Path("figures/train_loss.png"), help="loss-curve PNG")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="start a fresh run even if --out holds a checkpoint (which it then replaces)")
+    ap.add_argument("--figure", default="figures/train_loss.png",
+                    help=f"loss-curve image (.png, .pdf, .svg, ...), or a folder to write {FIGURE_NAME} in")
     ap.add_argument("--precision", choices=precision.PRECISIONS,
                     help="fp32, or fp16/bf16 compute on float32 master weights (default fp32)")
     ap.add_argument("--grad-accum", type=int, help="micro-batches of --batch-size per update (default 1)")
@@ -133,8 +144,7 @@ def resumed_run(args, saved_run):
 
 
 def model_config(run, vocab_size):
-    return gpt.GPTConfig(vocab_size=vocab_size, block_size=run["block_size"], n_layer=run["n_layer"],
-                         n_head=run["n_head"], d_model=run["d_model"], positional=run["positional"])
+    return trained.gpt_config(run, vocab_size)
 
 
 def validate(run):
@@ -144,6 +154,8 @@ def validate(run):
             raise ConfigError(f"{key.replace('_', '-')}: expected a positive integer, got {run[key]!r}")
     if not (math.isfinite(run["lr"]) and run["lr"] > 0):
         raise ConfigError(f"lr: the learning rate must be a positive number, got {run['lr']!r}")
+    if not isinstance(run["seed"], int) or run["seed"] < 0:
+        raise ConfigError(f"seed: expected an integer >= 0, got {run['seed']!r}")
     if run["warmup"] > run["steps"]:           # a run shorter than its config's warm-up warms up over all of it
         run["warmup"] = run["steps"]
     try:
@@ -277,6 +289,51 @@ def _resume_after_restart(args):
             args.resume = last
 
 
+def check_memory(run, vocab_size):
+    """Refuse a run whose estimated memory (``reference/training/memory.py``) exceeds this machine's; warn if it
+    exceeds what is free now."""
+    need = memory.estimate(run, vocab_size)
+    total, avail = memory.available()
+    if total is not None and need["total"] > total:
+        raise ConfigError(f"this run needs about {memory.describe(need)}; this machine has "
+                          f"{memory.gib(total)} in all. Use a smaller --d-model, --n-layer, --batch-size or "
+                          f"--block-size")
+    if avail is not None and need["total"] > avail:
+        print(f"lm-primer-train: warning: this run needs about {memory.gib(need['total'])}, more than the "
+              f"{memory.gib(avail)} free now; it may swap or be killed", file=sys.stderr)
+    return need
+
+
+def prepare(args):
+    """Everything that can be checked before any data is read or anything written: ``(run, resumed, out, figure)``.
+
+    ``resumed`` is the checkpoint's :class:`reference.training.trained.Trained` (``None`` for a fresh run).
+    """
+    resumed = None
+    if args.resume is not None:
+        resumed = trained.load(args.resume)
+        missing = [k for k in ("opt_state", "rng", "history") if k not in resumed.payload]
+        if missing:
+            raise checkpoint.CheckpointError(f"--resume {args.resume} holds a model but not the training state "
+                                             f"needed to continue it exactly (no {', '.join(missing)})")
+        run = resumed_run(args, resumed.run)
+    else:
+        run = make_run(args)
+    validate(run)
+    first = resumed.step if resumed else 0
+    if first >= run["steps"]:
+        raise ConfigError(f"--resume {args.resume} is at step {first}, and the run has --steps {run['steps']}: "
+                          f"nothing to do; give a larger --steps to continue it")
+    if args.stop_at is not None and not first < args.stop_at <= run["steps"]:
+        raise ConfigError(f"--stop-at {args.stop_at}: expected a step in [{first + 1}, {run['steps']}]")
+    out = run_dir.check_out_dir(args.out or (args.resume.parent if args.resume else Path("runs") / run["config"]))
+    figure = run_dir.figure_path(args.figure, FIGURE_NAME)
+    # the char tokenizer's vocabulary is unknown before the corpus is read: its 256 bytes plus, at most, 256 chars
+    vocab = resumed.tokenizer.vocab_size if resumed else run["bpe_vocab"] if run["tokenizer"] == "bpe" else 512
+    check_memory(run, vocab)
+    return run, resumed, out, figure
+
+
 def main(argv=None):
     """The ``lm-primer-train`` command. Returns None (a console script exits with its return value); the results
     are in ``--out``: ``checkpoint.npz`` and ``log.json``."""
@@ -286,23 +343,48 @@ def main(argv=None):
     is_main = rank == 0
     _resume_after_restart(args)
     try:
-        if args.resume is not None:
-            ckpt = checkpoint.load(args.resume)
-            run = resumed_run(args, ckpt["run"])
-        else:
-            run = make_run(args)
-        validate(run)
-        if args.stop_at is not None and not 1 <= args.stop_at <= run["steps"]:
-            raise ConfigError(f"--stop-at {args.stop_at}: expected a step in [1, {run['steps']}]")
-        out = args.out or (args.resume.parent if args.resume else Path("runs") / run["config"])
-        tokenizer = tokenizers.from_json(ckpt["tokenizer"]) if args.resume else None
-        tokenizer, train_ids, val_ids = build_data(run, tokenizer, progress=not args.no_progress)
-    except (ConfigError, data.CorpusError, checkpoint.CheckpointError, FileNotFoundError) as err:
+        run, resumed, out, figure = prepare(args)
+        # Rank 0 alone writes the run folder, so it alone locks it and guards the checkpoint in it.
+        with run_dir.RunLock(out) if is_main else contextlib.nullcontext():
+            if is_main:
+                run_dir.refuse_overwrite(out / CHECKPOINT, args.resume, args.overwrite)
+            tokenizer = resumed.tokenizer if resumed else None
+            tokenizer, train_ids, val_ids = build_data(run, tokenizer, progress=not args.no_progress)
+            with run_dir.StopSignals() as stop:
+                _train(args, run, resumed, out, figure, tokenizer, train_ids, val_ids, stop, t_start, is_main, world)
+    except (ConfigError, data.CorpusError, checkpoint.CheckpointError, run_dir.RunDirError,
+            FileNotFoundError) as err:
         print(f"lm-primer-train: error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
+    except MemoryError as err:
+        print(f"lm-primer-train: error: out of memory: {err}; the last checkpoint in --out, if any, is intact",
+              file=sys.stderr)
+        raise SystemExit(2) from err
+    except KeyboardInterrupt:
+        print("lm-primer-train: interrupted before the first step; nothing was written", file=sys.stderr)
+        raise SystemExit(130) from None
 
+
+def _stop_agreed(stop):
+    """Has a SIGINT/SIGTERM arrived (on any rank)? Under torchrun every rank must stop after the same step, so the
+    flag is summed over the ranks (a collective each step; the identity in one process)."""
+    flag = np.array([stop.signal is not None], dtype=np.float64)
+    return bool(distributed.all_reduce(flag)[0] > 0)
+
+
+def _save(out, params, opt_state, zero_state, step, run, tokenizer, rng, history, scaler, is_main):
+    """Write the checkpoint on rank 0. Under ZeRO-1 the full optimizer state is gathered first: a collective that
+    every rank joins."""
+    state = zero.full_state(params, zero_state) if zero_state is not None else opt_state
+    if is_main:
+        save(out / CHECKPOINT, params, state, step, run, tokenizer, rng, history, scaler)
+
+
+def _train(args, run, resumed, out, figure, tokenizer, train_ids, val_ids, stop, t_start, is_main, world):
+    """The loop, from the first step to the log: the run folder is locked and its paths checked."""
     config = model_config(run, tokenizer.vocab_size)
-    if args.resume is not None:
+    if resumed is not None:
+        ckpt = resumed.payload
         params, opt_state, step = ckpt["params"], ckpt["opt_state"], ckpt["step"]
         rng = checkpoint.rng_from_json(ckpt["rng"])
         history = ckpt["history"]
@@ -314,14 +396,13 @@ def main(argv=None):
         history = {"train": [], "val": []}
     scaler = None
     if run["precision"] == "fp16":
-        scaler = ckpt.get("loss_scale") if args.resume is not None else None
+        scaler = resumed.payload.get("loss_scale") if resumed is not None else None
         scaler = scaler or precision.scaler_init()
     zero_state = None
     if args.zero:
         zero_state = zero.init(params, opt_state)        # this rank's shard; the full state is dropped
         opt_state = None
     if is_main:
-        out.mkdir(parents=True, exist_ok=True)
         print(f"config {run['config']}: {gpt.n_params(params):,} parameters, {run['tokenizer']} tokenizer "
               f"(vocab {tokenizer.vocab_size}), {train_ids.size:,} training tokens; step {step} of {run['steps']}; "
               f"{run['precision']}, {world} rank(s) x {run['batch_size'] // world} rows x {run['grad_accum']} "
@@ -333,8 +414,8 @@ def main(argv=None):
     rows_per_step = run["batch_size"] * run["grad_accum"]
     tokens_per_step = rows_per_step * run["block_size"]
     bar = tqdm(total=last, initial=step, disable=args.no_progress or not is_main, unit="step", dynamic_ncols=True)
-    t_train, n_steps, tok_s = 0.0, 0, None
-    while step < last:
+    t_train, n_steps, tok_s, saved = 0.0, 0, None, step
+    while step < last and not _stop_agreed(stop):
         step += 1
         n_steps += 1
         t0 = time.perf_counter()
@@ -361,9 +442,11 @@ def main(argv=None):
             history["val"].append([step, val])
             bar.write(f"step {step}: train loss {loss:.4f}, validation loss {val:.4f}")
         if evaluate_now or step == last:
-            state = zero.full_state(params, zero_state) if args.zero else opt_state   # ZeRO: a collective
-            if is_main:
-                save(out / CHECKPOINT, params, state, step, run, tokenizer, rng, history, scaler)
+            _save(out, params, opt_state, zero_state, step, run, tokenizer, rng, history, scaler, is_main)
+            saved = step
+    interrupted = stop.signal is not None and step < last
+    if saved != step:                       # the last step before a signal was not saved yet
+        _save(out, params, opt_state, zero_state, step, run, tokenizer, rng, history, scaler, is_main)
     bar.close()
     opt_bytes = zero.optimizer_bytes(zero_state if args.zero else opt_state)
     identical = data_parallel.replicas_agree(params)    # a collective: every rank holds the same bits?
@@ -376,15 +459,21 @@ def main(argv=None):
            "tokens_per_second": round(n_steps * tokens_per_step / t_train, 1) if n_steps else None,
            "world_size": world, "batch_per_rank": run["batch_size"] // world, "zero": args.zero,
            "optimizer_bytes_per_rank": opt_bytes, "replicas_identical": identical, **history}
-    if step == run["steps"]:
+    if interrupted:
+        log["stopped_by"] = stop.signal.name
+    if step == run["steps"] and stop.signal is None:
         log["samples"] = samples(params, config, tokenizer, run)
         for line in log["samples"]:
             print("  " + line)
     log["wall_seconds"] = round(time.perf_counter() - t_start, 1)
     (out / "log.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
-    fig = plot_losses(history, args.figure, f"{run['config']}: d_model={run['d_model']}, n_layer={run['n_layer']}, "
-                                            f"{run['tokenizer']} tokens")
+    fig = plot_losses(history, figure, f"{run['config']}: d_model={run['d_model']}, n_layer={run['n_layer']}, "
+                                       f"{run['tokenizer']} tokens")
     print(f"wrote {out / CHECKPOINT}, {out / 'log.json'} and {fig}", flush=True)
+    if interrupted:
+        print(f"lm-primer-train: stopped by {stop.signal.name} after step {step} of {run['steps']}; continue with: "
+              f"python -m reference.train --resume {out / CHECKPOINT}", file=sys.stderr, flush=True)
+        raise SystemExit(stop.exit_code)
 
 
 if __name__ == "__main__":

@@ -46,10 +46,11 @@ Sampling draws from a ``numpy.random.Generator`` (``rng``: a seed or a Generator
 text.
 """
 import dataclasses
+import math
 
 import numpy as np
 
-from reference._checks import check_float, check_ids
+from reference._checks import check_float, check_id_list, check_ids
 from reference.ops import attention, embedding, ffn, layernorm, linear, positional, softmax
 
 
@@ -183,10 +184,24 @@ def left_pad(prompts, pad_id=0):
 # From logits to a token
 # ---------------------------------------------------------------------------------------------------------------
 
+def check_sampling(temperature=1.0, top_k=None, top_p=None):
+    """Check sampling settings before any work: ``temperature`` a finite number >= 0, ``top_k`` None or an int >= 1,
+    ``top_p`` None or a number in (0, 1]. Raises TypeError/ValueError naming what was expected and what came."""
+    t = _real("temperature", temperature)
+    if not (math.isfinite(t) and t >= 0):
+        raise ValueError(f"temperature: expected a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None:
+        _positive_int("top_k", top_k)
+    if top_p is not None:
+        p = _real("top_p", top_p)
+        if not 0 < p <= 1:
+            raise ValueError(f"top_p: expected a number in (0, 1], got {top_p!r}")
+
+
 def top_k_filter(logits, k):
     """Set every logit below the k-th largest of its row to -inf (ties with the k-th are kept). (B, V) -> (B, V)."""
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"top_k: expected a positive int, got {k!r}")
+    _positive_int("top_k", k)
+    _check_logits(logits)
     if k >= logits.shape[-1]:
         return logits
     kth = np.partition(logits, -k, axis=-1)[..., -k, None]                      # (B, 1)
@@ -199,9 +214,9 @@ def top_p_filter(logits, p):
     A token is kept iff the probability of the tokens ranked strictly above it is below p, so the most likely
     token is always kept and the kept set is the smallest whose mass is >= p. (B, V) -> (B, V), others -inf.
     """
-    if not 0 < p <= 1:
-        raise ValueError(f"top_p: expected a value in (0, 1], got {p!r}")
-    probs, _ = softmax.forward(logits, axis=-1)                                 # (B, V)
+    check_sampling(top_p=p)
+    _check_logits(logits)
+    probs = _probabilities(logits)                                              # (B, V)
     order = np.argsort(-logits, axis=-1, kind="stable")                         # (B, V) most likely first
     sorted_probs = np.take_along_axis(probs, order, axis=-1)                    # (B, V)
     mass_above = np.cumsum(sorted_probs, axis=-1) - sorted_probs                # (B, V) exclusive cumsum
@@ -212,30 +227,93 @@ def top_p_filter(logits, p):
 
 
 def sample(logits, rng, temperature=1.0, top_k=None, top_p=None):
-    """One token per row of ``logits`` (B, V): greedy when ``temperature == 0``, else sampled.
+    r"""One token per row of ``logits`` (B, V): greedy when ``temperature == 0``, else sampled.
 
     Order: temperature, then top-k, then top-p (as in Hugging Face's defaults), then a draw by inverse CDF with
     one uniform number per row from ``rng``.
+
+    The temperature divides the logits after their row maximum :math:`m` is subtracted, in float64:
+    :math:`z = (\ell - m)/\tau`. That is the same distribution, and it cannot overflow: as :math:`\tau \to 0` the
+    maximum stays at 0 and every other logit goes to :math:`-\infty`, so a tiny temperature gives the greedy
+    token (shared evenly among exact ties), as the limit of :math:`\mathrm{softmax}(\ell/\tau)` does.
+    A logit of :math:`+\infty` takes all the probability (shared among the :math:`+\infty` entries of its row);
+    :math:`-\infty` has none. A NaN logit, or a row of :math:`-\infty` only, has no distribution: ValueError.
 
     Returns
     -------
     (B,) int64 token ids.
     """
     check_float("logits", logits, ndim_min=2)
-    if temperature < 0:
-        raise ValueError(f"temperature: expected >= 0 (0 = greedy), got {temperature}")
+    check_sampling(temperature, top_k, top_p)
+    _check_logits(logits)
     if temperature == 0:
         return np.argmax(logits, axis=-1).astype(np.int64)
-    z = logits / logits.dtype.type(temperature)                                  # (B, V)
+    with np.errstate(over="ignore"):                                            # -> -inf is the limit we want
+        z = _minus_max(logits) / float(temperature)                             # (B, V), <= 0, max 0
     if top_k is not None:
         z = top_k_filter(z, top_k)
     if top_p is not None:
         z = top_p_filter(z, top_p)
-    probs, _ = softmax.forward(z.astype(np.float64), axis=-1)                   # (B, V)
+    probs = _probabilities(z)                                                   # (B, V)
     cdf = np.cumsum(probs, axis=-1)                                             # (B, V)
     u = rng.random(probs.shape[0]) * cdf[:, -1]                                 # (B,)
     # the first token whose cdf exceeds u; a filtered token (prob 0) cannot be the first
     return np.argmax(cdf > u[:, None], axis=-1).astype(np.int64)
+
+
+def _minus_max(z):
+    """``z - max(z)`` per row in float64, where a row holding +inf becomes 0 at its +inf entries and -inf elsewhere
+    (the limit of a logit growing without bound). (B, V) -> (B, V), maximum 0 in every row."""
+    z = z.astype(np.float64)
+    m = z.max(axis=-1, keepdims=True)                                           # (B, 1), finite or +inf
+    top = np.isposinf(m)                                                        # (B, 1) rows with a +inf logit
+    return np.where(top, np.where(np.isposinf(z), 0.0, -np.inf), z - np.where(top, 0.0, m))
+
+
+def _probabilities(z):
+    """softmax over the last axis in float64, with +inf entries sharing all the mass. (B, V) -> (B, V)."""
+    probs, _ = softmax.forward(_minus_max(z), axis=-1)
+    return probs
+
+
+def _check_logits(logits):
+    """No NaN anywhere, and some token with a logit above -inf in every row."""
+    bad = np.isnan(logits).any(axis=-1)
+    if bad.any():
+        raise ValueError(f"logits: expected no NaN, got NaN in row(s) {np.argwhere(bad).tolist()[:5]}; a NaN logit "
+                         f"gives no distribution to sample from (is the model diverged?)")
+    empty = np.isneginf(logits).all(axis=-1)
+    if logits.shape[-1] == 0 or empty.any():
+        raise ValueError(f"logits: expected each row to have a logit above -inf, got rows that are all -inf "
+                         f"{np.argwhere(empty).tolist()[:5]}: no token has any probability")
+
+
+def _real(name, x):
+    """A real number (int or float, Python or NumPy; not bool, not str) as a float."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a number, got {type(x).__name__} {x!r}")
+    return float(x)
+
+
+def _positive_int(name, x):
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"{name}: expected a positive int, got {type(x).__name__} {x!r}")
+    if x < 1:
+        raise ValueError(f"{name}: expected a positive int, got {x!r}")
+
+
+def _check_prompts(prompts):
+    """Lists of token ids (ints, not floats or bools), as ``left_pad`` needs them."""
+    if isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__iter__"):
+        raise TypeError(f"prompts: expected a list of lists of token ids, got {type(prompts).__name__}")
+    return [check_id_list(f"prompts[{i}]", p) for i, p in enumerate(prompts)]
+
+
+def _stop_set(stop_tokens):
+    """``stop_tokens`` (None or an iterable of token ids) as a set of ints."""
+    if stop_tokens is None:
+        return set()
+    return set(check_id_list("stop_tokens", stop_tokens))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -243,8 +321,7 @@ def sample(logits, rng, temperature=1.0, top_k=None, top_p=None):
 # ---------------------------------------------------------------------------------------------------------------
 
 def _check_lengths(config, prompt_len, max_new_tokens):
-    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens: expected a positive int, got {max_new_tokens!r}")
+    _positive_int("max_new_tokens", max_new_tokens)
     # the last generated token is never fed back, so the model reads at most prompt_len + max_new_tokens - 1
     if prompt_len + max_new_tokens - 1 > config.block_size:
         raise ValueError(f"a prompt of {prompt_len} tokens plus {max_new_tokens} new tokens needs "
@@ -252,7 +329,7 @@ def _check_lengths(config, prompt_len, max_new_tokens):
 
 
 def generate(params, config, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=(),
-             rng=0, use_cache=True, pad_id=0):
+             rng=0, use_cache=True, pad_id=0, on_step=None):
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
     Parameters
@@ -261,31 +338,40 @@ def generate(params, config, prompts, max_new_tokens, temperature=1.0, top_k=Non
     prompts : list of lists of token ids (lengths may differ; they are left-padded into one batch)
     max_new_tokens : int
     temperature, top_k, top_p : see :func:`sample`; ``temperature=0`` is greedy decoding
-    stop_tokens : iterable of int
-        A row stops after it emits one of these; the stop token ends its output.
+    stop_tokens : iterable of int, or None
+        A row stops after it emits one of these; the stop token ends its output. None or empty: no stop token.
     rng : int seed or numpy.random.Generator (the same seed gives the same output)
     use_cache : bool
         True: prefill once, then one :func:`forward_cached` step per token. False: recompute the whole
         sequence for every token (the slow baseline; same results).
     pad_id : int, the id written in padding positions (never attended to).
+    on_step : callable, optional
+        Called after every step with a list of B entries: the token each row received, or None for a row that had
+        already stopped. For streaming text to a terminal as it is generated.
 
     Returns
     -------
     list of lists of int, the new tokens of each row (ending with the stop token if one was emitted).
     """
+    check_sampling(temperature, top_k, top_p)
+    prompts = _check_prompts(prompts)
+    stop = _stop_set(stop_tokens)
     ids, mask = left_pad(prompts, pad_id)                                       # (B, T0)
     _check_lengths(config, ids.shape[1], max_new_tokens)
     rng = np.random.default_rng(rng)
-    stop = set(int(s) for s in stop_tokens)
     B = ids.shape[0]
     out = [[] for _ in range(B)]
     done = np.zeros(B, dtype=bool)
     logits, cache = forward_cached(params, config, ids, attention_mask=mask)
     for step in range(max_new_tokens):
         nxt = sample(logits[:, -1], rng, temperature, top_k, top_p)            # (B,)
+        received = [None] * B
         for b in np.flatnonzero(~done):
             out[b].append(int(nxt[b]))
+            received[b] = int(nxt[b])
             done[b] = int(nxt[b]) in stop
+        if on_step is not None:
+            on_step(received)
         if done.all() or step == max_new_tokens - 1:
             break
         # finished rows keep running (one batch) but their new tokens are masked out
@@ -306,27 +392,32 @@ def beam_search(params, config, prompt, beam_width, max_new_tokens, length_penal
     the ``beam_width`` best that do not end in a stop token as the new beams (a candidate ending in a stop token
     becomes a finished hypothesis). It ends when no live beam is left or after ``max_new_tokens`` steps, when the
     live beams are finished as they are. A hypothesis of n new tokens (its stop token included) scores
-    :math:`\sum_{i \le n} \log p_i / n^{\alpha}` with :math:`\alpha` = ``length_penalty``. Deterministic: ties go
-    to the lower (beam, token) index. With ``beam_width >= V**max_new_tokens`` the search is exhaustive.
+    :math:`\sum_{i \le n} \log p_i / n^{\alpha}` with :math:`\alpha` = ``length_penalty`` (a finite number).
+    Deterministic: ties go to the lower (beam, token) index. With ``beam_width >= V**max_new_tokens`` the search
+    is exhaustive. ``stop_tokens``: an iterable of ids, or None for none.
 
     Returns
     -------
     list of ``(tokens, score)``, at most ``beam_width`` of them, best score first.
     """
-    if not isinstance(beam_width, (int, np.integer)) or beam_width < 1:
-        raise ValueError(f"beam_width: expected a positive int, got {beam_width!r}")
+    _positive_int("beam_width", beam_width)
+    alpha = _real("length_penalty", length_penalty)
+    if not math.isfinite(alpha):
+        raise ValueError(f"length_penalty: expected a finite number, got {length_penalty!r}")
+    prompt, = _check_prompts([prompt])
+    stop = _stop_set(stop_tokens)
     ids, mask = left_pad([prompt])                                             # (1, T0)
     _check_lengths(config, ids.shape[1], max_new_tokens)
-    stop = set(int(s) for s in stop_tokens)
     logits, cache = forward_cached(params, config, ids, attention_mask=mask)
     beams, beam_logp = [[]], np.zeros(1)                                      # tokens and total log-prob per beam
     finished = []
 
     def score(tokens, logp):
-        return float(logp / len(tokens) ** length_penalty)
+        return float(logp / len(tokens) ** alpha)
 
     for step in range(max_new_tokens):
         z = logits[:, -1].astype(np.float64)                                    # (n_beams, V)
+        _check_logits(z)
         logp = z - z.max(axis=-1, keepdims=True)
         logp = logp - np.log(np.exp(logp).sum(axis=-1, keepdims=True))          # (n_beams, V) log-softmax
         cand = (beam_logp[:, None] + logp).ravel()                              # (n_beams * V,)
@@ -358,5 +449,5 @@ def beam_search(params, config, prompt, beam_width, max_new_tokens, length_penal
 
 def postprocess(ids, tokenizer, special_ids=()):
     """Token ids -> text: drop the special ids (stop, padding, ...) and decode with ``tokenizer.decode``."""
-    special = set(int(s) for s in special_ids)
-    return tokenizer.decode([int(i) for i in ids if int(i) not in special])
+    special = _stop_set(special_ids)
+    return tokenizer.decode([i for i in check_id_list("ids", ids) if i not in special])

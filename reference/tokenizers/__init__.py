@@ -7,8 +7,7 @@ Both have the same interface: ``Tok.train(text, ...)``, ``encode(str) -> list[in
 ``vocab_size``, ``to_json()`` / ``Tok.from_json(s)`` and ``save(path)`` / ``Tok.load(path)``. ``from_json``
 below rebuilds either kind from its JSON (a checkpoint stores the tokenizer that way).
 """
-import json
-
+from reference.tokenizers._jsonfile import parse_json
 from reference.tokenizers.bpe import ByteBPE
 from reference.tokenizers.char import CharTokenizer
 
@@ -19,7 +18,5 @@ _KINDS = {"ByteBPE": ByteBPE, "CharTokenizer": CharTokenizer}
 
 def from_json(s):
     """The ``CharTokenizer`` or ``ByteBPE`` that ``to_json()`` wrote as ``s``."""
-    kind = json.loads(s).get("type")
-    if kind not in _KINDS:
-        raise ValueError(f"expected a tokenizer JSON with type in {sorted(_KINDS)}, got {kind!r}")
+    kind = parse_json(s, tuple(_KINDS))["type"]
     return _KINDS[kind].from_json(s)

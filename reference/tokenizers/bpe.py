@@ -33,7 +33,8 @@ import json
 import re
 from collections import Counter, defaultdict
 
-from reference.tokenizers._jsonfile import JSONFile
+from reference._checks import check_id_list
+from reference.tokenizers._jsonfile import JSONFile, parse_json
 
 N_BYTES = 256
 PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
@@ -198,8 +199,7 @@ class ByteBPE(JSONFile):
         sampling model may) decode to U+FFFD replacement characters."""
         vocab, n = self._vocab, len(self._vocab)
         parts = []
-        for i in ids:
-            i = int(i)
+        for i in check_id_list("ids", ids):
             if not 0 <= i < n:
                 raise ValueError(f"ids: expected ids in [0, {n}), got {i}")
             parts.append(vocab[i])
@@ -212,7 +212,5 @@ class ByteBPE(JSONFile):
     @classmethod
     def from_json(cls, s):
         """The tokenizer of a ``to_json`` string."""
-        obj = json.loads(s)
-        if obj.get("type") != "ByteBPE":
-            raise ValueError(f"expected a ByteBPE JSON, got type {obj.get('type')!r}")
+        obj = parse_json(s, "ByteBPE", {"merges": list, "pattern": str})
         return cls(obj["merges"], obj["pattern"])

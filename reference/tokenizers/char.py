@@ -13,7 +13,8 @@ text, so the compression ratio is exactly 1 character per token.
 """
 import json
 
-from reference.tokenizers._jsonfile import JSONFile
+from reference._checks import check_id_list
+from reference.tokenizers._jsonfile import JSONFile, parse_json
 
 N_BYTES = 256
 
@@ -65,8 +66,7 @@ class CharTokenizer(JSONFile):
         ``encode`` never produces, but a sampling model may) decodes with U+FFFD replacement characters."""
         base, n = len(self.chars), self.vocab_size
         out, run = [], bytearray()
-        for i in ids:
-            i = int(i)
+        for i in check_id_list("ids", ids):
             if not 0 <= i < n:
                 raise ValueError(f"ids: expected ids in [0, {n}), got {i}")
             if i >= base:
@@ -87,7 +87,5 @@ class CharTokenizer(JSONFile):
     @classmethod
     def from_json(cls, s):
         """The tokenizer of a ``to_json`` string."""
-        obj = json.loads(s)
-        if obj.get("type") != "CharTokenizer":
-            raise ValueError(f"expected a CharTokenizer JSON, got type {obj.get('type')!r}")
+        obj = parse_json(s, "CharTokenizer", {"chars": str})
         return cls(obj["chars"])

@@ -24,13 +24,18 @@ Atomic writes
 ``save`` writes a temporary file in the target's directory, flushes and fsyncs it, renames it over the target
 with ``os.replace`` (atomic on POSIX), then fsyncs the directory so the rename itself survives a power cut.
 A crash at any moment leaves either the previous checkpoint or the new one, never a mixture. A kill during the
-write can leave a stray ``.<name>.*.tmp`` file next to it, which nothing reads.
+write can leave a stray ``.<name>.<pid>.<random>.tmp`` file next to it, which nothing reads; the next ``save`` to
+that name removes those whose process is gone.
+
+The new file gets the mode the umask gives any new file (0644 under the usual umask 022), like the log beside it.
+Saving to a symbolic link writes the file it points to and keeps the link.
 """
 import hashlib
 import io
 import json
 import os
-import tempfile
+import re
+import secrets
 import zipfile
 from pathlib import Path
 
@@ -117,9 +122,12 @@ def save(path, payload):
         raise TypeError(f"payload: expected a dict, got {type(payload).__name__}")
     arrays = {}
     manifest = json.dumps({"format": FORMAT, "version": VERSION, "tree": _encode(payload, "", arrays)})
-    path = Path(path)
-    directory = path.resolve().parent
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    target = Path(os.path.realpath(path))       # through symbolic links: replace the file, keep the link
+    directory = target.parent
+    _remove_stale_temporaries(target)
+    tmp = directory / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    # os.open applies the umask to 0o666, as open() does for the log; mkstemp would force 0o600
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w+b") as f:
             with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -140,13 +148,37 @@ def save(path, payload):
             f.write(h.hexdigest().encode("ascii"))
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     _fsync_dir(directory)
-    return path
+    return Path(path)
+
+
+def _remove_stale_temporaries(target):
+    """Delete the temporary files of earlier saves to ``target`` whose process no longer runs (killed mid-save)."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)\.[0-9a-f]{{8}}\.tmp")
+    for entry in os.scandir(target.parent):
+        m = pattern.fullmatch(entry.name)
+        if m and not _process_alive(int(m.group(1))):
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                pass
+
+
+def _process_alive(pid):
+    if pid == os.getpid():
+        return False                  # this process writes one file at a time: an older temporary of ours is stale
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True                   # it exists, under another user
+    return True
 
 
 def load(path):
@@ -165,6 +197,9 @@ def load(path):
         If there is no file at ``path``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; expected a checkpoint file such as "
+                              f"{path / 'checkpoint.npz'}")
     data = path.read_bytes()
     if len(data) < _EOCD_LEN + DIGEST_LEN:
         raise CheckpointError(f"checkpoint {path} is truncated or not a checkpoint: {len(data)} bytes, fewer than "
@@ -172,6 +207,7 @@ def load(path):
     stored = data[-DIGEST_LEN:]
     actual = hashlib.sha256(data[:-DIGEST_LEN]).hexdigest()
     if stored != actual.encode("ascii"):
+        _refuse_foreign(path, data)
         raise CheckpointError(f"checkpoint {path} is truncated or corrupted: its content has sha256 {actual}, but "
                               f"the checksum stored at its end reads {stored[:DIGEST_LEN]!r}; "
                               f"use an earlier checkpoint")
@@ -189,6 +225,28 @@ def load(path):
     except (zipfile.BadZipFile, ValueError, KeyError) as err:
         raise CheckpointError(f"checkpoint {path} has a valid checksum but is not a {FORMAT} version {VERSION} "
                               f"file: {err}") from err
+
+
+def _refuse_foreign(path, data):
+    """Raise CheckpointError if ``data`` is clearly another kind of file, not a damaged checkpoint.
+
+    A single flipped bit or a cut cannot make a checkpoint look like this: a file that neither starts nor ends
+    like a zip, or a readable zip that has neither our manifest nor a checksum-sized comment (an ordinary .npz).
+    """
+    is_zip_start = data.startswith(b"PK\x03\x04")
+    has_zip_end = b"PK\x05\x06" in data[-(_EOCD_LEN + 0xFFFF):]
+    if not is_zip_start and not has_zip_end:
+        raise CheckpointError(f"{path} is not a {FORMAT} file: it is not a zip (.npz) archive "
+                              f"(it starts with {data[:8]!r})")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            names, comment = zf.namelist(), zf.comment
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return
+    if MANIFEST not in names and len(comment) != DIGEST_LEN:
+        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        raise CheckpointError(f"{path} is a zip archive (an ordinary .npz?) holding {shown or 'nothing'}, not a "
+                              f"{FORMAT} file: it has no {MANIFEST} and no checksum")
 
 
 def rng_to_json(rng):

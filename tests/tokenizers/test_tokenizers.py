@@ -174,3 +174,20 @@ def test_bpe_errors(small_bpe):
     with pytest.raises(ValueError, match="tokenizer JSON"):
         tokenizers.from_json('{"type": "WordPiece"}')
     assert small_bpe.decode([0xFF]) == "\ufffd"              # a lone invalid byte decodes to a replacement
+
+
+@pytest.mark.parametrize("s, message", [
+    ("null", "got a JSON null"),
+    ("[1, 2]", "got a JSON array"),
+    ("not json", "got text that is not JSON"),
+    ('{"type": "Mystery"}', "got type 'Mystery'"),
+    ('{"type": "CharTokenizer"}', 'expected "chars" to be a str, got nothing'),
+    ('{"type": "ByteBPE", "merges": 5, "pattern": "x"}', 'expected "merges" to be a list, got int'),
+])
+def test_from_json_names_what_it_expected(s, message):
+    with pytest.raises(ValueError, match=message):
+        tokenizers.from_json(s)
+    with pytest.raises(TypeError, match="as a str, got NoneType"):
+        tokenizers.from_json(None)
+    with pytest.raises(ValueError, match="CharTokenizer"):
+        tokenizers.CharTokenizer.from_json("null")

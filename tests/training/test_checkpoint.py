@@ -143,6 +143,15 @@ def test_a_real_kill_during_the_save_loses_nothing(rng, tmp_path):
     newer = make_payload(rng, step=2)
     checkpoint.save(path, newer)                                     # and the next save works
     assert_identical(checkpoint.load(path), newer)
+    assert os.listdir(tmp_path) == ["c.npz"]                         # and removed the dead process's temporary
+
+
+def test_a_temporary_of_a_live_process_is_kept(rng, tmp_path):
+    # another process (pid 1 always exists) may be writing its own temporary: only dead processes' files go
+    live = tmp_path / ".c.npz.1.0123abcd.tmp"
+    live.write_bytes(b"partial")
+    checkpoint.save(tmp_path / "c.npz", make_payload(rng))
+    assert sorted(os.listdir(tmp_path)) == [".c.npz.1.0123abcd.tmp", "c.npz"]
 
 
 def test_truncated_files_are_refused(rng, tmp_path):
@@ -173,10 +182,48 @@ def test_any_flipped_bit_is_refused(rng, tmp_path):
 
 
 def test_an_ordinary_npz_is_not_a_checkpoint(tmp_path):
+    # said as such, not as "truncated or corrupted" (which would send the user looking for an earlier copy)
     path = tmp_path / "plain.npz"
     np.savez(path, a=np.ones(3))
-    with pytest.raises(checkpoint.CheckpointError, match="plain.npz"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"plain.npz is a zip archive .* holding a.npy, not a "
+                                                         r"lm-primer-checkpoint file"):
         checkpoint.load(path)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, this is not a checkpoint at all; " * 5)
+    with pytest.raises(checkpoint.CheckpointError, match="notes.txt is not a lm-primer-checkpoint file: it is not a zip"):
+        checkpoint.load(text)
+
+
+def test_a_folder_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match=r"is a folder; expected a checkpoint file such as .*"
+                                                         r"checkpoint.npz"):
+        checkpoint.load(tmp_path)
+
+
+def test_file_mode_follows_the_umask(rng, tmp_path):
+    # mkstemp would create 0600 whatever the umask; a checkpoint is a file like the log beside it
+    old = os.umask(0o022)
+    try:
+        checkpoint.save(tmp_path / "a.npz", make_payload(rng))
+        os.umask(0o027)
+        checkpoint.save(tmp_path / "b.npz", make_payload(rng))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.npz").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.npz").stat().st_mode & 0o777 == 0o640
+
+
+def test_saving_through_a_symlink_writes_its_target(rng, tmp_path):
+    (tmp_path / "store").mkdir()
+    target = tmp_path / "store" / "real.npz"
+    checkpoint.save(target, make_payload(rng, step=1))
+    link = tmp_path / "latest.npz"
+    link.symlink_to(target)
+    newer = make_payload(rng, step=2)
+    checkpoint.save(link, newer)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert_identical(checkpoint.load(target), newer)
+    assert sorted(os.listdir(tmp_path / "store")) == ["real.npz"]
 
 
 def test_payload_errors(tmp_path):
