@@ -43,12 +43,19 @@ _LN2 = 0.6931471805599453
 # Grid axis 1 (query or key blocks) is capped by CUDA at 65535 programs; axis 0 (batch x heads) at 2**31 - 1.
 _MAX_GRID_AXIS1 = 65535
 
-# Configurations (BLOCK_M, BLOCK_N, num_warps, num_stages). As in Triton's tutorial 06, 8 warps only for
-# 128 x 128 tiles (on Hopper smaller tiles with 8 warps lose), and configs whose tiles do not fit in shared memory
-# or exceed the sequence are pruned per call (``_prune``).
-_FWD = [(128, 64, 4, 3), (128, 128, 8, 3), (64, 128, 4, 3), (64, 64, 4, 4), (128, 32, 4, 4), (64, 32, 4, 3)]
-_DKDV = [(64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 4), (16, 64, 4, 3)]
-_DQ = [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 4), (32, 32, 4, 3)]
+# Configurations (BLOCK_M, BLOCK_N, num_warps, num_stages, largest head dim). As in Triton's tutorial 06, 8 warps
+# only for large tiles. The largest head dim comes from compiling each one for sm_90 with Triton 3.6
+# (tests/kernels/aot_sm90.py): above it the configuration spills registers, so it is pruned there. Per call, configs
+# whose tiles do not fit in shared memory or exceed the sequence are pruned too (``_prune``).
+_FWD = [(128, 64, 4, 3, 64), (128, 128, 8, 3, 128), (64, 128, 4, 3, 64), (64, 64, 4, 4, 128), (128, 32, 4, 4, 128),
+        (64, 32, 4, 3, 128)]
+# dK/dV: 32 x 128 tiles with 4 warps (the tutorial's) spill from d = 64 on, and badly at d = 128: kept for d <= 32.
+_DKDV = [(64, 128, 8, 3, 64), (32, 128, 8, 3, 128), (64, 64, 8, 3, 128), (32, 128, 4, 3, 32), (32, 64, 4, 4, 128),
+         (16, 64, 4, 3, 128)]
+_DQ = [(128, 64, 8, 3, 128), (128, 32, 4, 3, 64), (64, 64, 4, 3, 128), (64, 32, 4, 4, 128), (32, 32, 4, 3, 128)]
+# Exact float32 dots (input_precision="ieee") run on CUDA cores, not tensor cores: large tiles spill heavily and take
+# minutes to compile, so they get one small tile of their own (it is the checking path, not the fast one).
+_IEEE32 = [(32, 32, 8, 2, 128)]
 # The interpreter: small blocks with BLOCK_M != BLOCK_N, so a swapped role or a ragged edge shows up at small T.
 _INTERP_FWD = triton.Config({"BLOCK_M": 32, "BLOCK_N": 16})
 _INTERP_DKDV = triton.Config({"BLOCK_M": 16, "BLOCK_N": 32})
@@ -57,12 +64,19 @@ _KEY = ["T_Q_BUCKET", "T_K_BUCKET", "D", "CAUSAL", "PRECISION"]
 
 
 def _configs(table):
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in table]
+    """(triton.Config list, {(BLOCK_M, BLOCK_N, num_warps, num_stages): (kind, largest head dim)})."""
+    rows = [(r, "tensor cores") for r in table] + [(r, "ieee fp32") for r in _IEEE32]
+    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for (bm, bn, w, s, _), _ in rows]
+    return configs, {r[:4]: (kind, r[4]) for r, kind in rows}
+
+
+def _config_key(cfg):
+    return cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], cfg.num_warps, cfg.num_stages
 
 
 def _tile_bytes(kernel, cfg, D, elsize):
     """Shared memory a configuration needs, estimated as the pipelined tiles (``num_stages`` copies) plus the tiles
-    a program holds; checked against what Triton 3.6 allocates for sm_90 by ``tests/kernels/aot_sm90.py``."""
+    a program holds; at or above what Triton 3.6 allocates for sm_90 (``tests/kernels/aot_sm90.py`` prints both)."""
     bm, bn, stages = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], cfg.num_stages
     if kernel == "fwd":        # Q held; K and V tiles streamed
         return elsize * D * (bm + stages * 2 * bn)
@@ -71,18 +85,27 @@ def _tile_bytes(kernel, cfg, D, elsize):
     return elsize * (D * (2 * bm + stages * 2 * bn) + 2 * bm * bn)   # dq: Q and dO held; K and V streamed
 
 
-def _prune(kernel):
+def _prune(kernel, meta):
     def prune(configs, named_args, **kwargs):
         args = {**named_args, **kwargs}
         D, t_q, t_k = args["D"], args["T_Q_BUCKET"], args["T_K_BUCKET"]
-        elsize = 4 if args["DOT_DTYPE"] == tl.float32 else 2
+        fp32 = args["DOT_DTYPE"] == tl.float32
+        kind = "ieee fp32" if fp32 and args["PRECISION"] == "ieee" else "tensor cores"
+        # tf32x3 keeps each float32 operand tile as two TF32 parts: about 1.5x the shared memory (measured, sm_90)
+        scale = (4 if fp32 else 2) * (1.5 if args["PRECISION"] == "tf32x3" else 1)
         limit = max_shared_mem()
-        fits = [c for c in configs if _tile_bytes(kernel, c, D, elsize) <= limit]
+        fits = [c for c in configs if meta[_config_key(c)][0] == kind and D <= meta[_config_key(c)][1]
+                and scale * _tile_bytes(kernel, c, D, 1) <= limit]
         # the tile along the sequence a program walks must not exceed that sequence's bucket (tutorial 06's rule)
         walk, t = ("BLOCK_M", t_q) if kernel in ("fwd", "dq") else ("BLOCK_N", t_k)
         small = [c for c in fits if c.kwargs[walk] <= t]
         return small or sorted(fits, key=lambda c: c.kwargs[walk])[:1]
     return prune
+
+
+_FWD_CONFIGS, _FWD_META = _configs(_FWD)
+_DKDV_CONFIGS, _DKDV_META = _configs(_DKDV)
+_DQ_CONFIGS, _DQ_META = _configs(_DQ)
 
 
 @triton.jit
@@ -143,7 +166,7 @@ def _attn_fwd_inner(
     return acc, l_i, m_i
 
 
-@autotune(configs=_configs(_FWD), key=_KEY, interpreter_config=_INTERP_FWD, prune=_prune("fwd"))
+@autotune(configs=_FWD_CONFIGS, key=_KEY, interpreter_config=_INTERP_FWD, prune=_prune("fwd", _FWD_META))
 @triton.jit
 def _attn_fwd_kernel(
     Q,                     # (B, H, T_q, D) queries, any strides
@@ -217,45 +240,53 @@ def _attn_bwd_preprocess_kernel(
 
 
 @triton.jit
-def _attn_bwd_dkdv_inner(
+def _attn_bwd_dkdv_step(
     dk, dv, k, v,
     Q, DO,                 # one query head's queries and upstream gradient, (T_q, D) at their strides
     LSE, DELTA,            # that head's base-2 log-sum-exp and delta, (T_q,) contiguous
     stride_qt, stride_qd, stride_dot, stride_dod,
-    offs_n, lo, hi, T_q, T_k, shift, qk_scale,
+    start_m, offs_n, T_q, T_k, shift, qk_scale,
     MASKED: tl.constexpr, CAUSAL: tl.constexpr, D: tl.constexpr, IN_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
 ):
+    """Add one query block's contribution to this key block's dK and dV."""
+    offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, D)
-    for start_m in range(lo, hi, BLOCK_M):
-        offs_m = start_m + tl.arange(0, BLOCK_M)
-        qT = load_tile(Q, offs_d, offs_m, stride_qd, stride_qt, D, T_q, False, MASKED).to(DOT_DTYPE)  # (D, BLOCK_M)
-        do = load_tile(DO, offs_m, offs_d, stride_dot, stride_dod, T_q, D, MASKED, False).to(DOT_DTYPE)  # (BLOCK_M, D)
-        if MASKED:
-            lse2 = tl.load(LSE + offs_m, mask=offs_m < T_q, other=0.0)
-            delta = tl.load(DELTA + offs_m, mask=offs_m < T_q, other=0.0)
-        else:
-            lse2 = tl.load(LSE + offs_m)
-            delta = tl.load(DELTA + offs_m)
-        sT = tl.dot(k, qT, input_precision=PRECISION)                           # (BLOCK_N, BLOCK_M) raw k . q
-        # forward: P = 2^(c q.k - L2), recomputed from the saved L2
-        pT = tl.math.exp2(sT * qk_scale - lse2[None, :])
-        if MASKED:
-            visible = (offs_n[:, None] < T_k) & (offs_m[None, :] < T_q)
-            if CAUSAL:
-                visible = visible & (offs_n[:, None] <= offs_m[None, :] + shift)
-            pT = tl.where(visible, pT, 0.0)
-        # forward: O = P V  ->  dV = P^T dO
-        dv = tl.dot(pT.to(IN_DTYPE).to(DOT_DTYPE), do, dv, input_precision=PRECISION)
-        # forward: O = P V  ->  dP = dO V^T; softmax: dS = P * (dP - delta)
-        dpT = tl.dot(v, tl.trans(do), input_precision=PRECISION)               # (BLOCK_N, BLOCK_M)
-        dsT = pT * (dpT - delta[None, :])
-        # forward: S = s Q K^T  ->  dK = s dS^T Q (the factor s is applied once, at the end)
-        dk = tl.dot(dsT.to(IN_DTYPE).to(DOT_DTYPE), tl.trans(qT), dk, input_precision=PRECISION)
+    qT = load_tile(Q, offs_d, offs_m, stride_qd, stride_qt, D, T_q, False, MASKED).to(DOT_DTYPE)      # (D, BLOCK_M)
+    do = load_tile(DO, offs_m, offs_d, stride_dot, stride_dod, T_q, D, MASKED, False).to(DOT_DTYPE)   # (BLOCK_M, D)
+    if MASKED:
+        lse2 = tl.load(LSE + offs_m, mask=offs_m < T_q, other=0.0)
+        delta = tl.load(DELTA + offs_m, mask=offs_m < T_q, other=0.0)
+    else:
+        lse2 = tl.load(LSE + offs_m)
+        delta = tl.load(DELTA + offs_m)
+    sT = tl.dot(k, qT, input_precision=PRECISION)                               # (BLOCK_N, BLOCK_M) raw k . q
+    # forward: P = 2^(c q.k - L2), recomputed from the saved L2
+    pT = tl.math.exp2(sT * qk_scale - lse2[None, :])
+    if MASKED:
+        visible = (offs_n[:, None] < T_k) & (offs_m[None, :] < T_q)
+        if CAUSAL:
+            visible = visible & (offs_n[:, None] <= offs_m[None, :] + shift)
+        pT = tl.where(visible, pT, 0.0)
+    # forward: O = P V  ->  dV = P^T dO
+    dv = tl.dot(pT.to(IN_DTYPE).to(DOT_DTYPE), do, dv, input_precision=PRECISION)
+    # forward: O = P V  ->  dP = dO V^T; softmax: dS = P * (dP - delta)
+    dpT = tl.dot(v, tl.trans(do), input_precision=PRECISION)                   # (BLOCK_N, BLOCK_M)
+    dsT = pT * (dpT - delta[None, :])
+    # forward: S = s Q K^T  ->  dK = s dS^T Q (the factor s is applied once, at the end)
+    dk = tl.dot(dsT.to(IN_DTYPE).to(DOT_DTYPE), tl.trans(qT), dk, input_precision=PRECISION)
     return dk, dv
 
 
-@autotune(configs=_configs(_DKDV), key=_KEY, interpreter_config=_INTERP_DKDV, prune=_prune("dkdv"))
+@triton.jit
+def _query_head(pid_bkv, g, H, GROUP, LSE, DELTA, T_q):
+    """(batch x head) index of the g-th query head that shares K/V head ``pid_bkv``, and its LSE and delta rows."""
+    H_kv = H // GROUP
+    bh = (pid_bkv // H_kv) * H + (pid_bkv % H_kv) * GROUP + g
+    return bh, LSE + bh.to(tl.int64) * T_q, DELTA + bh.to(tl.int64) * T_q
+
+
+@autotune(configs=_DKDV_CONFIGS, key=_KEY, interpreter_config=_INTERP_DKDV, prune=_prune("dkdv", _DKDV_META))
 @triton.jit
 def _attn_bwd_dkdv_kernel(
     Q,                     # (B, H, T_q, D) queries, any strides
@@ -282,8 +313,8 @@ def _attn_bwd_dkdv_kernel(
     v = load_tile(V + _head(bkv, H_kv, stride_vb, stride_vh), offs_n, offs_d, stride_vt, stride_vd, T_k, D,
                   True, False).to(DOT_DTYPE)                                                 # (BLOCK_N, D)
     shift = T_k - T_q
-    # Query blocks: [first, mid) cut the diagonal (masked), [mid, full) see all these keys (no mask), [full, T_q)
-    # is the ragged last block (masked). A ragged key block is masked against every query block.
+    # Query blocks [first, mid) cut the diagonal and [full, T_q) is the ragged last one: masked. Blocks in
+    # [mid, full) see every key of this block: no mask. A ragged key block is masked against every query block.
     full = T_q // BLOCK_M * BLOCK_M
     if CAUSAL:
         first = tl.maximum(start_n - shift, 0) // BLOCK_M * BLOCK_M        # first query that sees key start_n
@@ -292,23 +323,28 @@ def _attn_bwd_dkdv_kernel(
         first = 0
         mid = 0
     mid = tl.where(start_n + BLOCK_N > T_k, tl.cdiv(T_q, BLOCK_M) * BLOCK_M, mid)
+    n_diag = tl.cdiv(tl.maximum(tl.minimum(mid, T_q) - first, 0), BLOCK_M)
+    n_masked = n_diag + ((full < T_q) & (mid <= full)).to(tl.int32)
+    n_full = tl.maximum(full - mid, 0) // BLOCK_M
     dk = tl.zeros((BLOCK_N, D), dtype=tl.float32)
     dv = tl.zeros((BLOCK_N, D), dtype=tl.float32)
-    for g in range(0, GROUP):                            # the query heads that share this K/V head
-        bh = (bkv // H_kv) * H + (bkv % H_kv) * GROUP + g
-        Qh = Q + _head(bh, H, stride_qb, stride_qh)
-        DOh = DO + _head(bh, H, stride_dob, stride_doh)
-        LSEh = LSE + bh.to(tl.int64) * T_q
-        DELTAh = DELTA + bh.to(tl.int64) * T_q
-        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, stride_qt, stride_qd, stride_dot,
-                                      stride_dod, offs_n, first, tl.minimum(mid, T_q), T_q, T_k, shift, qk_scale,
-                                      True, CAUSAL, D, IN_DTYPE, DOT_DTYPE, PRECISION, BLOCK_M)
-        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, stride_qt, stride_qd, stride_dot,
-                                      stride_dod, offs_n, mid, full, T_q, T_k, shift, qk_scale,
-                                      False, CAUSAL, D, IN_DTYPE, DOT_DTYPE, PRECISION, BLOCK_M)
-        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, stride_qt, stride_qd, stride_dot,
-                                      stride_dod, offs_n, tl.maximum(mid, full), T_q, T_q, T_k, shift, qk_scale,
-                                      True, CAUSAL, D, IN_DTYPE, DOT_DTYPE, PRECISION, BLOCK_M)
+    # One flat loop per kind of block over (query head of the group, query block): each is one pipelined loop.
+    for it in range(0, GROUP * n_full):
+        bh, LSEh, DELTAh = _query_head(bkv, it // n_full, H, GROUP, LSE, DELTA, T_q)
+        dk, dv = _attn_bwd_dkdv_step(dk, dv, k, v, Q + _head(bh, H, stride_qb, stride_qh),
+                                     DO + _head(bh, H, stride_dob, stride_doh), LSEh, DELTAh,
+                                     stride_qt, stride_qd, stride_dot, stride_dod,
+                                     mid + (it % n_full) * BLOCK_M, offs_n, T_q, T_k, shift, qk_scale,
+                                     False, CAUSAL, D, IN_DTYPE, DOT_DTYPE, PRECISION, BLOCK_M)
+    for it in range(0, GROUP * n_masked):
+        bh, LSEh, DELTAh = _query_head(bkv, it // n_masked, H, GROUP, LSE, DELTA, T_q)
+        j = it % n_masked
+        start_m = tl.where(j < n_diag, first + j * BLOCK_M, full)
+        dk, dv = _attn_bwd_dkdv_step(dk, dv, k, v, Q + _head(bh, H, stride_qb, stride_qh),
+                                     DO + _head(bh, H, stride_dob, stride_doh), LSEh, DELTAh,
+                                     stride_qt, stride_qd, stride_dot, stride_dod,
+                                     start_m, offs_n, T_q, T_k, shift, qk_scale,
+                                     True, CAUSAL, D, IN_DTYPE, DOT_DTYPE, PRECISION, BLOCK_M)
     rows = bkv.to(tl.int64) * T_k + offs_n                                                  # rows of DK and DV
     mask_n = offs_n < T_k
     tl.store(DK + rows[:, None] * D + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty), mask=mask_n[:, None])
@@ -344,7 +380,7 @@ def _attn_bwd_dq_inner(
     return dq
 
 
-@autotune(configs=_configs(_DQ), key=_KEY, interpreter_config=_INTERP_FWD, prune=_prune("dq"))
+@autotune(configs=_DQ_CONFIGS, key=_KEY, interpreter_config=_INTERP_FWD, prune=_prune("dq", _DQ_META))
 @triton.jit
 def _attn_bwd_dq_kernel(
     Q,                     # (B, H, T_q, D) queries, any strides

@@ -65,30 +65,49 @@ def _act_grad(z, ACT: tl.constexpr):
     return g
 
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages), the larger tiles of Triton's tutorial 03 for Hopper first.
-_GEMM = [(128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 128, 64, 8, 4), (128, 128, 32, 4, 4), (64, 128, 64, 4, 4),
-         (64, 64, 64, 4, 4)]
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, epilogues it is kept for), the larger tiles of Triton's tutorial
+# 03 for Hopper first. An epilogue holds a second tile-sized tensor (Z, or act'(Z)) beside the accumulator: compiled for
+# sm_90 with Triton 3.6 (tests/kernels/aot_sm90.py), the large tiles spill registers there, so they are kept only for
+# the epilogues they compile cleanly with.
+_ALL = (_PLAIN, _BIAS_ACT, _BIAS, _TIMES_ACT_GRAD)
+_GEMM = [(128, 256, 64, 8, 3, (_PLAIN,)), (128, 128, 64, 8, 4, (_PLAIN, _BIAS_ACT, _BIAS)),
+         (128, 128, 32, 4, 4, (_PLAIN,)), (64, 128, 64, 4, 4, (_PLAIN, _BIAS_ACT, _BIAS)), (64, 64, 64, 4, 4, _ALL)]
+# Exact float32 dots run on CUDA cores: one small tile of their own (the checking path, not the fast one).
+_GEMM_IEEE32 = [(32, 32, 32, 4, 2, _ALL)]
 
 
 def _gemm_configs():
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_warps=w, num_stages=s)
-            for bm, bn, bk, w, s in _GEMM]
+    rows = [(r, "tensor cores") for r in _GEMM] + [(r, "ieee fp32") for r in _GEMM_IEEE32]
+    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_warps=w, num_stages=s)
+               for (bm, bn, bk, w, s, _), _ in rows]
+    return configs, {r[:5]: (kind, r[5]) for r, kind in rows}
+
+
+_GEMM_CONFIGS, _GEMM_META = _gemm_configs()
 
 
 def _prune_gemm(configs, named_args, **kwargs):
-    """Keep the configurations whose pipelined A and B tiles fit in shared memory (fp32 tiles are twice bf16's)
-    and whose tiles do not exceed the problem's M and N buckets (the smallest fitting one if none is that small)."""
+    """Keep the configurations of the right kind for this epilogue whose pipelined A and B tiles fit in shared memory
+    (float32 tiles are twice bf16's, tf32x3 about 1.5x that) and whose tiles do not exceed the problem's M and N
+    buckets (the smallest fitting one if none is that small)."""
     args = {**named_args, **kwargs}
-    elsize = 4 if args["DOT_DTYPE"] == tl.float32 else 2
+    fp32 = args["DOT_DTYPE"] == tl.float32
+    kind = "ieee fp32" if fp32 and args["PRECISION"] == "ieee" else "tensor cores"
+    scale = (4 if fp32 else 2) * (1.5 if args["PRECISION"] == "tf32x3" else 1)
     limit = max_shared_mem()
-    fits = [c for c in configs if c.num_stages * elsize * c.kwargs["BLOCK_K"] * (c.kwargs["BLOCK_M"]
-                                                                               + c.kwargs["BLOCK_N"]) <= limit]
+
+    def meta(c):
+        k = c.kwargs
+        return _GEMM_META[(k["BLOCK_M"], k["BLOCK_N"], k["BLOCK_K"], c.num_warps, c.num_stages)]
+
+    fits = [c for c in configs if meta(c)[0] == kind and args["EPILOGUE"] in meta(c)[1]
+            and c.num_stages * scale * c.kwargs["BLOCK_K"] * (c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"]) <= limit]
     small = [c for c in fits if c.kwargs["BLOCK_M"] <= args["M_BUCKET"] and c.kwargs["BLOCK_N"] <= args["N_BUCKET"]]
     return small or sorted(fits, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])[:1]
 
 
 @autotune(
-    configs=_gemm_configs(),
+    configs=_GEMM_CONFIGS,
     key=["M_BUCKET", "N_BUCKET", "K_BUCKET", "EPILOGUE", "PRECISION"],
     interpreter_config=triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2}),
     prune=_prune_gemm,

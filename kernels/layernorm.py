@@ -33,11 +33,11 @@ def _layer_norm_fwd_kernel(
     N, eps,
     BLOCK_N: tl.constexpr,
 ):
-    row = tl.program_id(0).to(tl.int64)
+    row = tl.program_id(0).to(tl.int64)                  # int64: row * stride can pass 2**31
     cols = tl.arange(0, BLOCK_N)
     mask = cols < N
-    cols64 = cols.to(tl.int64)                           # int64: a strided last axis can pass 2**31 too
-    x = tl.load(X + row * stride_xm + cols64 * stride_xn, mask=mask, other=0.0).to(tl.float32)  # (BLOCK_N,)
+    # int32 offsets within a row (the host makes sure (N - 1) * stride_xn < 2**31): half the registers of int64
+    x = tl.load(X + row * stride_xm + cols * stride_xn, mask=mask, other=0.0).to(tl.float32)                  # (BLOCK_N,)
     mean = tl.sum(x, axis=0) / N
     xc = tl.where(mask, x - mean, 0.0)                                                        # (BLOCK_N,)
     var = tl.sum(xc * xc, axis=0) / N                    # biased (population) variance, as in the paper
@@ -65,14 +65,15 @@ def _layer_norm_bwd_dx_kernel(
     n_programs = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_N)
     mask = cols < N
-    cols64 = cols.to(tl.int64)
-    w = tl.load(W + cols * stride_w, mask=mask, other=0.0).to(tl.float32)
     dw_acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
     db_acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
     row = g.to(tl.int64)                                 # int64: row * stride can pass 2**31
     for _ in range(g, M, n_programs):
-        x = tl.load(X + row * stride_xm + cols64 * stride_xn, mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(DY + row * stride_dym + cols64 * stride_dyn, mask=mask, other=0.0).to(tl.float32)
+        # int32 offsets within a row (the host makes sure (N - 1) * stride < 2**31)
+        x = tl.load(X + row * stride_xm + cols * stride_xn, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + row * stride_dym + cols * stride_dyn, mask=mask, other=0.0).to(tl.float32)
+        # gamma is re-read each row (from L1/L2) rather than held: one row-long vector fewer in registers
+        w = tl.load(W + cols * stride_w, mask=mask, other=0.0).to(tl.float32)
         mean = tl.load(Mean + row)
         rstd = tl.load(Rstd + row)
         xhat = tl.where(mask, (x - mean) * rstd, 0.0)
@@ -102,6 +103,12 @@ def _num_warps(block_n):
     return 4
 
 
+def _rows(t):
+    """t (..., N) as (M, N): a view when the layout allows; contiguous if a row's offsets would pass 2**31."""
+    t2 = t.reshape(-1, t.shape[-1])
+    return t2 if (t2.shape[1] - 1) * abs(t2.stride(1)) < 2**31 else t2.contiguous()
+
+
 def _check(x, weight, bias, eps):
     dtype, _ = check_tensors(x=x, weight=weight, bias=bias)
     if x.ndim < 1:
@@ -122,7 +129,7 @@ def layer_norm_fwd(x, weight, bias, eps=1e-5):
     """Forward launch. x (..., N), weight/bias (N,) -> y (..., N) in x's dtype, mean and rstd (M,) in float32."""
     _check(x, weight, bias, eps)
     n = x.shape[-1]
-    x2 = x.reshape(-1, n)                                  # (M, N), a view when the layout allows, strides passed
+    x2 = _rows(x)                                          # (M, N), a view when the layout allows, strides passed
     m = x2.shape[0]
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     mean = torch.empty((m,), dtype=torch.float32, device=x.device)
@@ -148,8 +155,8 @@ def layer_norm_bwd(dy, x, weight, mean, rstd):
     n = x.shape[-1]
     check_tensors(dy=dy, x=x, weight=weight)
     check_shape("dy", dy, tuple(x.shape))
-    x2 = x.reshape(-1, n)                                  # (M, N)
-    dy2 = dy.reshape(-1, n)                                # (M, N)
+    x2 = _rows(x)                                          # (M, N)
+    dy2 = _rows(dy)                                        # (M, N)
     m = x2.shape[0]
     dx = torch.empty((m, n), dtype=x.dtype, device=x.device)
     if m == 0:
