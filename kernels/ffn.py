@@ -71,7 +71,7 @@ def _act_grad(z, ACT: tl.constexpr):
 # the epilogues they compile cleanly with.
 _ALL = (_PLAIN, _BIAS_ACT, _BIAS, _TIMES_ACT_GRAD)
 _GEMM = [(128, 256, 64, 8, 3, (_PLAIN,)), (128, 128, 64, 8, 4, (_PLAIN, _BIAS_ACT, _BIAS)),
-         (128, 128, 32, 4, 4, (_PLAIN,)), (64, 128, 64, 4, 4, (_PLAIN, _BIAS_ACT, _BIAS)), (64, 64, 64, 4, 4, _ALL)]
+         (64, 128, 64, 4, 4, (_PLAIN, _BIAS_ACT, _BIAS)), (64, 64, 64, 4, 4, _ALL)]
 # Exact float32 dots run on CUDA cores: one small tile of their own (the checking path, not the fast one).
 _GEMM_IEEE32 = [(32, 32, 32, 4, 2, _ALL)]
 
