@@ -331,18 +331,23 @@ def _fmt(entry):
     return f"{entry['rate']:.1f}" if "rate" in entry else "n/a"
 
 
+def _rows(res, section):
+    """The rows of a section that ran (a row whose case raised holds only the case and its error)."""
+    return [r for r in res.get(section, []) if "error" not in r]
+
+
 def ratios(res):
     """Each target with the measured ratios it applies to: {name: {"target", "values", "worst", "met"}}."""
+    attention, layernorm, ffn = _rows(res, "attention"), _rows(res, "layernorm"), _rows(res, "ffn")
     picks = {
-        "attention_fwd_vs_flash": [(_label(r), r.get("fwd_vs_flash")) for r in res.get("attention", [])],
-        "attention_bwd_vs_flash": [(_label(r), r.get("bwd_vs_flash")) for r in res.get("attention", [])],
-        "layernorm_fwd_pct_of_copy": [(_label(r), r["triton"]["fwd"].get("pct_of_copy"))
-                                      for r in res.get("layernorm", [])],
-        "layernorm_bwd_vs_torch": [(_label(r), r.get("bwd_vs_torch")) for r in res.get("layernorm", [])],
-        "ffn_fwd_vs_torch": [(_label(r), r.get("fwd_vs_torch")) for r in res.get("ffn", [])],
-        "ffn_bwd_vs_torch": [(_label(r), r.get("bwd_vs_torch")) for r in res.get("ffn", [])],
+        "attention_fwd_vs_flash": [(_label(r), r.get("fwd_vs_flash")) for r in attention],
+        "attention_bwd_vs_flash": [(_label(r), r.get("bwd_vs_flash")) for r in attention],
+        "layernorm_fwd_pct_of_copy": [(_label(r), r["triton"]["fwd"].get("pct_of_copy")) for r in layernorm],
+        "layernorm_bwd_vs_torch": [(_label(r), r.get("bwd_vs_torch")) for r in layernorm],
+        "ffn_fwd_vs_torch": [(_label(r), r.get("fwd_vs_torch")) for r in ffn],
+        "ffn_bwd_vs_torch": [(_label(r), r.get("bwd_vs_torch")) for r in ffn],
         # peak memory: ours / torch's, so the target is "below 1"
-        "ffn_peak_vs_torch": [(_label(r), r.get("peak_vs_torch")) for r in res.get("ffn", [])],
+        "ffn_peak_vs_torch": [(_label(r), r.get("peak_vs_torch")) for r in ffn],
     }
     out = {}
     for name, values in picks.items():
@@ -369,7 +374,7 @@ def figure(res, path=FIGURE):
 
     fig, axes = plt.subplots(1, 4, figsize=(21, 4.8))
     colors = {"triton": "C0", "sdpa_flash": "C1", "sdpa_cudnn": "C2", "torch": "C1"}
-    rows = res.get("attention", [])
+    rows = _rows(res, "attention")
     head_dims = sorted({r["d"] for r in rows})
     for ax, direction in zip(axes[:2], ("fwd", "bwd")):
         for name in ("triton", "sdpa_flash", "sdpa_cudnn"):
@@ -386,19 +391,20 @@ def figure(res, path=FIGURE):
     ax = axes[2]
     for name in ("triton", "torch"):
         for direction, style in (("fwd", "-"), ("bwd", "--")):
-            pts = [(r["N"], r[name][direction]["pct_of_copy"]) for r in res.get("layernorm", [])
+            pts = [(r["N"], r[name][direction]["pct_of_copy"]) for r in _rows(res, "layernorm")
                    if "pct_of_copy" in r[name][direction]]
             if pts:
                 ax.plot(*zip(*pts), style, marker="o", color=colors[name], label=f"{name} {direction}")
     ax.axhline(TARGETS["layernorm_fwd_pct_of_copy"], color="grey", lw=0.8, ls=":", label="target fwd 85 %")
     m = res["layernorm"][0]["M"] if res.get("layernorm") else "?"
+    ffn_rows = _rows(res, "ffn")
     ax.set(xscale="log", xlabel=f"N (M = {m})", ylabel="% of a same-size copy's bandwidth", title="LayerNorm")
     ax.legend(fontsize=7)
     ax = axes[3]
-    labels = [f"M={r['M']}\nd={r['d']}" for r in res.get("ffn", [])]
+    labels = [f"M={r['M']}\nd={r['d']}" for r in ffn_rows]
     xs = np.arange(len(labels))
     for i, (name, direction) in enumerate((("triton", "fwd"), ("torch", "fwd"), ("triton", "bwd"), ("torch", "bwd"))):
-        vals = [r[name][direction].get("rate", 0.0) for r in res.get("ffn", [])]
+        vals = [r[name][direction].get("rate", 0.0) for r in ffn_rows]
         ax.bar(xs + (i - 1.5) * 0.2, vals, 0.2, color=colors[name], alpha=1.0 if direction == "fwd" else 0.5,
                label=f"{name} {direction}")
     ax.set_xticks(xs, labels)

@@ -48,7 +48,8 @@ def test_ratios_hold_each_target_against_its_worst_row():
 
 
 def test_ratios_skip_rows_that_failed():
-    res = {"attention": [dict(B=4, H=32, N=1024, d=64, causal=False, error="RuntimeError: out of memory")]}
+    res = {"attention": [dict(B=4, H=32, N=1024, d=64, causal=False, error="RuntimeError: out of memory")],
+           "layernorm": [dict(M=4096, N=1024, error="RuntimeError: out of memory")]}
     assert bench_kernels.ratios(res) == {}
 
 
@@ -59,7 +60,9 @@ def test_figure_draws_from_partial_results(tmp_path):
     res = {"device": "test", "attention": [dict(B=4, H=32, N=n, d=64, causal=False, triton={"fwd": timing(300.0),
                                                 "bwd": timing(200.0)}, sdpa_flash={"fwd": timing(320.0),
                                                 "bwd": {"error": "x"}}, sdpa_cudnn={"fwd": {"error": "x"},
-                                                "bwd": {"error": "x"}}) for n in (1024, 4096)]}
+                                                "bwd": {"error": "x"}}) for n in (1024, 4096)]
+           + [dict(B=4, H=32, N=16384, d=64, causal=False, error="RuntimeError: out of memory")],
+           "layernorm": [dict(M=4096, N=1024, error="RuntimeError: out of memory")]}
     path = bench_kernels.figure(res, tmp_path / "fig.png")    # no LayerNorm or FFN rows: those panels stay empty
     assert path.stat().st_size > 10_000
 
