@@ -118,8 +118,6 @@ def _phase_warm():
 
 def _errors(got, ref):
     """(max-abs error / max |ref|, rms error / rms ref) of a tensor against a float32 reference."""
-    import torch
-
     got, ref = got.float(), ref.float()
     diff = (got - ref).abs()
     return (float(diff.max() / ref.abs().max().clamp_min(1e-30)),

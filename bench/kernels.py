@@ -423,8 +423,9 @@ def run(quick=False, profile=None, save=None, deadline=None, draw=True):
     """The GPU sweep, or ``{"skipped": ...}`` without CUDA.
 
     ``profile``: "full" (default; about 10 minutes on an H200), "quick" (``quick=True``) or "check" (make gpu-check).
-    ``save``: called with the results so far after every row (make gpu-check writes them to disk). ``deadline``: a ``time.monotonic()`` after which no new row
-    starts. ``draw``: write the figure at the end (make gpu-check draws it itself, last).
+    ``save``: called with the results so far after every row (make gpu-check writes them to disk). ``deadline``: a
+    ``time.monotonic()`` after which no new row starts. ``draw``: write the figure at the end (make gpu-check draws it
+    itself, last).
     """
     import torch
 

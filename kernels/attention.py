@@ -66,7 +66,8 @@ _KEY = ["T_Q_BUCKET", "T_K_BUCKET", "D", "CAUSAL", "PRECISION"]
 def _configs(table):
     """(triton.Config list, {(BLOCK_M, BLOCK_N, num_warps, num_stages): (kind, largest head dim)})."""
     rows = [(r, "tensor cores") for r in table] + [(r, "ieee fp32") for r in _IEEE32]
-    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for (bm, bn, w, s, _), _ in rows]
+    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+               for (bm, bn, w, s, _), _ in rows]
     return configs, {r[:4]: (kind, r[4]) for r, kind in rows}
 
 

@@ -37,7 +37,7 @@ def _layer_norm_fwd_kernel(
     cols = tl.arange(0, BLOCK_N)
     mask = cols < N
     # int32 offsets within a row (the host makes sure (N - 1) * stride_xn < 2**31): half the registers of int64
-    x = tl.load(X + row * stride_xm + cols * stride_xn, mask=mask, other=0.0).to(tl.float32)                  # (BLOCK_N,)
+    x = tl.load(X + row * stride_xm + cols * stride_xn, mask=mask, other=0.0).to(tl.float32)       # (BLOCK_N,)
     mean = tl.sum(x, axis=0) / N
     xc = tl.where(mask, x - mean, 0.0)                                                        # (BLOCK_N,)
     var = tl.sum(xc * xc, axis=0) / N                    # biased (population) variance, as in the paper

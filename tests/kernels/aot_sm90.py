@@ -104,7 +104,8 @@ def _cases(quick):
                     est = attention._tile_bytes(kname, cfg, D, 4 if dt == "fp32" else 2) * (
                         1.5 if precision == "tf32x3" else 1)
                     desc = (f"attention {kname} {dt} {precision} D={D} causal={causal} "
-                            f"BM={cfg.kwargs['BLOCK_M']} BN={cfg.kwargs['BLOCK_N']} w={cfg.num_warps} s={cfg.num_stages}")
+                            f"BM={cfg.kwargs['BLOCK_M']} BN={cfg.kwargs['BLOCK_N']} w={cfg.num_warps} "
+                            f"s={cfg.num_stages}")
                     cases.append((desc, fn, pointers, consts, ("qk_scale", "sm_scale"), cfg.num_warps,
                                   cfg.num_stages, est))
     fn = attention._attn_bwd_preprocess_kernel
