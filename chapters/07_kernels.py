@@ -52,6 +52,7 @@ from book import QUICK, ROOT, savefig
 from kernels import attention as k_attention
 from kernels import ffn as k_ffn
 from kernels import flash_attention, fused_ffn, layer_norm
+from kernels import _common as k_common
 from kernels import layernorm as k_layernorm
 from reference.gradcheck import rel_error
 from reference.ops import activations, attention, ffn, layernorm
@@ -249,25 +250,28 @@ savefig(fig, "kernels_online_softmax.png")
 # %%
 show("NumPy: reference/ops/attention.py, forward_blocked",
      source(attention.forward_blocked, "for j0 in range", "m = m_new"))
-show("Triton: kernels/attention.py, _attn_fwd_kernel",
-     source(k_attention._attn_fwd_kernel, "for start_n in range", "m_i = m_new"))
+show("Triton: kernels/attention.py, _attn_fwd_inner (the forward kernel's loop over key blocks)",
+     source(k_attention._attn_fwd_inner, "for start_n in range", "m_i = m_new"))
 
 # %% [markdown]
 # Line by line:
 #
 # | NumPy | Triton | note |
 # |---|---|---|
-# | `s = qs_i @ k[..., cols, :].T` | `s = tl.dot(q, kT) * qk_scale` | the kernel loads the key tile transposed, $(D, \text{BLOCK\_N})$, so `tl.dot` needs no transpose |
-# | `np.copyto(s, -inf, where=~keep)` | `s = tl.where(valid, s, -inf)` | `valid` also masks the ragged last block (`offs_n < T_k`) |
-# | `m_new = np.maximum(m, s.max(-1))` | `m_new = tl.maximum(m_i, tl.max(s, axis=1))` | |
-# | `m_ref = _zero_where_neg_inf(m_new)` | `m_safe = tl.where(m_new == -inf, 0, m_new)` | a row that has seen no key yet: $e^{-\infty - 0} = 0$, not $e^{-\infty + \infty}$ = NaN |
-# | `alpha = np.exp(m - m_ref)` | `alpha = tl.math.exp2(m_i - m_safe)` | the kernel works in base 2: $e^x = 2^{x \log_2 e}$, with $\log_2 e$ folded into `qk_scale` |
+# | `s = qs_i @ k[..., cols, :].T` | `s = tl.dot(q, kT)` | the kernel loads the key tile transposed, $(D, \text{BLOCK\_N})$, so `tl.dot` needs no transpose; the scale comes later |
+# | `np.copyto(s, -inf, where=~keep)` | `s = tl.where(visible, s, -inf)` | only in the masked copy of the loop (`MASKED`), run on the blocks that the diagonal or the ragged last block (`offs_n < T_k`) cuts |
+# | `m_new = np.maximum(m, s.max(-1))` | `m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)` | the kernel works in base 2: $e^x = 2^{x \log_2 e}$, with $\log_2 e / \sqrt d$ in `qk_scale` |
+# | `m_ref = _zero_where_neg_inf(m_new)` | `m_use = tl.where(m_new == -inf, 0, m_new)` | a row that has seen no key yet: $e^{-\infty - 0} = 0$, not $e^{-\infty + \infty}$ = NaN |
+# | `np.exp(s - m_ref)` | `p = tl.math.exp2(s * qk_scale - m_use)` | the scale rides in the fused multiply-add that the exponent needs anyway |
+# | `alpha = np.exp(m - m_ref)` | `alpha = tl.math.exp2(m_i - m_use)` | |
 # | `l = alpha * l + s.sum(-1)` | `l_i = l_i * alpha + tl.sum(p, axis=1)` | |
-# | `acc = alpha * acc + s @ v` | `acc = acc * alpha + tl.dot(p, v)` | the kernel rounds $P$ to the input dtype before this product, as the GPU's tensor cores need |
+# | `acc = alpha * acc + s @ v` | `acc = tl.dot(p, v, acc * alpha)` | the kernel rounds $P$ to the input dtype before this product, as the GPU's tensor cores need |
 #
 # The kernel also differs from the NumPy in where it *stops*. With a causal mask, the loop bound
 # `hi = min(T_k, start_m + BLOCK_M + shift)` skips the key blocks that lie entirely above the diagonal. For long
-# sequences this halves the work. The NumPy version visits every tile and masks it instead.
+# sequences this halves the work. The NumPy version visits every tile and masks it instead. Whether a row sees any
+# key is decided by the mask too (`sees = offs_m + shift >= 0`), never by the numbers: a row whose scores are NaN
+# or overflow gets NaN, as in PyTorch, not the 0 of a row that the mask empties.
 #
 # ## 7.4 Memory: $O(T^2)$ against $O(T d)$
 #
@@ -358,8 +362,9 @@ check("delta: rowsum(P * dP) vs rowsum(dO * O)", delta_from_O, delta_from_P, F64
 #
 # The figure shows who visits which tile, for a causal $T = 100$ with the interpreter's tile sizes (on a GPU the
 # autotuner picks larger ones). Each colour is one program. A tile is visited when at least one of its scores is
-# unmasked: that is exactly what the kernels' loop bounds (`lo` in the dK/dV kernel, `hi` in the dQ kernel)
-# compute. Tiles entirely above the diagonal are never loaded.
+# unmasked: that is exactly what the kernels' loop bounds (`first` in the dK/dV kernel, `hi` in the dQ kernel)
+# compute. Tiles entirely above the diagonal are never loaded, and only the tiles that the diagonal (or the ragged
+# edge of $T$) cuts pay for the mask: every other tile runs a copy of the loop body compiled without it.
 
 # %%
 T_t = 100
@@ -397,15 +402,17 @@ savefig(fig, "kernels_backward_tiles.png")
 # %%
 show("NumPy: reference/ops/attention.py, backward_blocked",
      source(attention.backward_blocked, "for i0 in range", "dk_j += "))
-show("Triton: kernels/attention.py, _attn_bwd_dkdv_kernel",
-     source(k_attention._attn_bwd_dkdv_kernel, "for start_m in range", "dk += "))
-show("Triton: kernels/attention.py, _attn_bwd_dq_kernel",
-     source(k_attention._attn_bwd_dq_kernel, "p = tl.where(valid", "dq += "))
+show("Triton: kernels/attention.py, _attn_bwd_dkdv_step (one query block of the dK/dV kernel's loop)",
+     source(k_attention._attn_bwd_dkdv_step, "sT = tl.dot(k, qT", "dk = tl.dot("))
+show("Triton: kernels/attention.py, _attn_bwd_dq_inner (the dQ kernel's loop over key blocks)",
+     source(k_attention._attn_bwd_dq_inner, "s = tl.dot(q, kT", "dq = tl.dot("))
 
 # %% [markdown]
 # The kernel computes the transposed tile $S^\top$ (keys × queries) because its program owns a block of keys.
-# `pT` is then directly the $P^\top$ of $dV = P^\top dO$. A row that sees no key at all has lse $= -\infty$; the
-# kernel turns that into $+\infty$ so that $e^{S - \text{lse}} = 0$ there.
+# `pT` is then directly the $P^\top$ of $dV = P^\top dO$. The kernels keep the lse in base 2,
+# $L_2 = \text{lse} \cdot \log_2 e$, so that $P = 2^{c\,(q \cdot k) - L_2}$ with $c = \log_2 e / \sqrt d$ is one
+# fused multiply-add and one `exp2`. A row that sees no key at all (a property of the mask, not of the numbers) has
+# lse $= -\infty$; it only ever meets masked tiles, where the mask sets $P = 0$.
 #
 # The live check of the whole chain for the gradients: naive = blocked in float64, and blocked = the kernel's three
 # backward kernels (through `torch.autograd`) in float32.
@@ -475,14 +482,16 @@ for dtype, tol in TOL.items():
 #    sums of $dy \circ \hat x$ and $dy$ in registers. At the end it writes them to row $g$ of a $(G, N)$ buffer.
 # 2. A second kernel sums the $G$ rows of that buffer, column by column.
 #
-# On a GPU $G$ is four times the number of streaming multiprocessors, enough to fill the chip. In the interpreter
-# $G = 4$. The two stages, printed from the kernels:
+# On a GPU $G$ is the number of streaming multiprocessors (one program each, enough to fill the chip), and the
+# partial sums of both gradients share one $(G, 2N)$ buffer, so that stage 2 is a single column sum whose column
+# strips are narrow enough to give every multiprocessor work even at $N = 1024$. In the interpreter $G = 4$. The two
+# stages, printed from the kernels:
 
 # %%
 show("Triton: kernels/layernorm.py, _layer_norm_bwd_dx_kernel (stage 1)",
-     source(k_layernorm._layer_norm_bwd_dx_kernel, "for _ in range(g, M, n_programs)", "DB_partial"))
-show("Triton: kernels/layernorm.py, _layer_norm_bwd_dwdb_kernel (stage 2)",
-     source(k_layernorm._layer_norm_bwd_dwdb_kernel, "for g0 in range", "tl.store(DB"))
+     source(k_layernorm._layer_norm_bwd_dx_kernel, "for _ in range(g, M, n_programs)", "Partial + g * 2 * N + N"))
+show("Triton: kernels/_common.py, _column_sum_kernel (stage 2)",
+     source(k_common._column_sum_kernel, "for r0 in range", "tl.store(OUT"))
 
 # %% [markdown]
 # The live check has three parts. First, the whole kernel (through `torch.autograd`) against `reference/ops/layernorm.py`.
@@ -509,11 +518,11 @@ for name, got, ref in (("y", y_kernel, y_ref), ("dx", dx_kernel, dx_ref),
 # Stage 1 alone, launched as kernels/layernorm.py's layer_norm_bwd launches it.
 _, mean, rstd = k_layernorm.layer_norm_fwd(x.detach(), gamma.detach(), beta.detach())   # (M,), (M,) float32
 G = k_layernorm._n_partials(M_rows, x.device)
-dgamma_partial = torch.empty((G, N), dtype=torch.float32)                        # (G, N) stage-1 output
-dbeta_partial = torch.empty((G, N), dtype=torch.float32)                         # (G, N)
+partial = torch.empty((G, 2 * N), dtype=torch.float32)                           # (G, 2N) stage-1 output
+dgamma_partial = partial[:, :N]                                                  # (G, N) view
 dx_stage1 = torch.empty((M_rows, N), dtype=torch.float32)                        # (M, N)
 k_layernorm._layer_norm_bwd_dx_kernel[(G,)](
-    x.detach(), dy, dx_stage1, gamma.detach(), mean, rstd, dgamma_partial, dbeta_partial,
+    x.detach(), dy, dx_stage1, gamma.detach(), mean, rstd, partial,
     x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), gamma.stride(0),
     M_rows, N, BLOCK_N=triton.next_power_of_2(N),
 )
@@ -536,6 +545,9 @@ check("stage 2: sum of the partials vs dgamma", dgamma_partial.sum(0).double().n
 # the activation reads it and writes $H$. A tiled GEMM program ends with its $\text{BLOCK\_M} \times
 # \text{BLOCK\_N}$ tile of $XW_1$ still in registers. The *epilogue*, the code after the $K$ loop, can add $b_1$
 # and apply $\phi$ right there, and store $Z = XW_1 + b_1$ (kept for the backward pass) and $H = \phi(Z)$ once.
+# Only $Z$ is kept: the backward pass recomputes $H = \phi(Z)$ in one element-wise pass just before $dW_2 = H^\top dY$
+# needs it, and frees it before $dZ$ exists, so forward + backward hold two $M \times d_\text{ff}$ arrays at a time
+# where PyTorch eager holds three ($Z$ and $H$ saved, and $dH$).
 # The backward pass does the same with $dZ = (dY\, W_2^\top) \circ \phi'(Z)$: the GEMM $dY\, W_2^\top$ reads
 # the tile of $Z$ in its epilogue and multiplies by $\phi'(Z)$, so $dH$ is never stored.
 #
@@ -554,9 +566,10 @@ show("Triton: kernels/ffn.py, _act_grad", source(k_ffn._act_grad, "if ACT == 0:"
 show("NumPy: reference/ops/ffn.py, backward", source(ffn.backward, "# forward: y = h W2 + b2", "dx, dW1, db1 ="))
 
 # %% [markdown]
-# The bias gradients cost nothing extra either. $db_2 = \sum_m dY_m$ is the column sum of $dY$, and the GEMM
-# $dW_2 = H^\top dY$ loads every tile of $dY$ anyway as its B operand. So the programs in the first row of output
-# tiles add up the columns of the tiles they load (`SUM_B`). $db_1$ comes the same way from $dW_1 = X^\top dZ$.
+# The bias gradients are column sums. $db_1 = \sum_m dZ_m$: each program of the $dZ$ GEMM sums the columns of its
+# output tile once, in the epilogue (`COLSUM`), into one row per row of tiles, and a column sum adds those rows.
+# $db_2 = \sum_m dY_m$ is one column sum of $dY$, the same small kernel as LayerNorm's stage 2. Neither is summed
+# inside the $K$ loop, where it would cost a reduction on every step.
 #
 # The live check, for each activation: the epilogue's stored $Z$ and $H$ (is $H = \phi(Z)$, with $\phi$ from
 # `reference/ops/activations.py`?), then the output and all five gradients against `reference/ops/ffn.py`. $M$ is not a
@@ -623,9 +636,11 @@ else:
 # %% [markdown]
 # The CPU ratios compare NumPy with PyTorch on the same two cores. They say nothing about the Triton kernels.
 # `bench/kernels.py` is the Triton benchmark. On a CUDA GPU it measures attention in TFLOP/s against PyTorch's SDPA
-# (flash and cuDNN backends), LayerNorm in GB/s against a measured device copy, and the FFN against `F.linear` +
-# activation. Its targets are attention forward ≥ 0.9× SDPA-flash, LayerNorm forward ≥ 85 % of copy bandwidth,
-# and the FFN ≥ 0.9× torch. On a machine without CUDA it records only that it was skipped. As printed above,
+# (flash and cuDNN backends), LayerNorm in GB/s against a copy of the same size, and the FFN against `F.linear` +
+# activation, with its peak memory. Its targets are attention forward ≥ 0.9× SDPA-flash, LayerNorm forward ≥ 85 % of
+# that copy's bandwidth, and the FFN ≥ 0.9× torch. `make gpu-check` runs the kernels' tests natively, their accuracy
+# in bfloat16 against PyTorch's, and a subset of these timings, in about eight minutes. On a machine without CUDA
+# both record only that they were skipped. As printed above,
 # **no GPU has run these kernels yet**. Every claim in this chapter about the kernels is a correctness claim,
 # checked in the interpreter. How fast they run on a GPU has not been measured.
 #

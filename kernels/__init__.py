@@ -2,6 +2,8 @@
 
 They run natively on a CUDA GPU, or in Triton's CPU interpreter when ``TRITON_INTERPRET=1`` is set before this
 package is imported. NumPy twins: ``reference/ops/attention.py``, ``reference/ops/layernorm.py``, ``reference/ops/ffn.py``.
+On a GPU, ``LM_PRIMER_AUTOTUNE`` steers the autotuning (``kernels/_common.py``); ``make gpu-check`` tests and times
+them there, and ``tests/kernels/aot_sm90.py`` compiles every variant for sm_90 on a machine without one.
 """
 from .attention import flash_attention
 from .ffn import fused_ffn
