@@ -4,7 +4,6 @@ torch is only the oracle here. Its attention is written out in eager ops (scores
 with an explicitly built boolean mask), so it shares no code and no shortcut with the reference.
 """
 import math
-import os
 import warnings
 
 import numpy as np
@@ -14,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reference.gradcheck import check_grads
+from reference import _threads
 from reference.ops import attention
 
 # float64 against float64: both sides round at ~1e-16 per operation and the sums here have at most a few hundred
@@ -324,31 +324,19 @@ def test_blocked_peak_memory_is_linear_not_quadratic(rng):
 # ---------------------------------------------------------------- threads
 
 def test_threaded_result_is_bitwise_the_serial_one(rng):
-    # 4 slices of 128 x 128 scores: above the size where forward starts threads
+    # 4 slices of 128 x 128 scores: above the size where forward_fast starts threads
     q, k, v = random_qkv(rng, (2, 2), 128, 128, 8, 8, np.float32)
     mask = attention.causal_mask(128, 128)
     dout = rng.standard_normal((2, 2, 128, 8)).astype(np.float32)
     results = []
-    for workers in (1, 2):
-        out, cache = attention.forward(q, k, v, mask, workers=workers)
-        results.append([out, *attention.backward(dout, cache)])
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+    for workers in (1, 2, 3):
+        with _threads.using(workers):
+            out, cache = attention.forward_fast(q, k, v, mask)
+            results.append([out, *attention.backward_fast(dout, cache)])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
 
-
-
-@pytest.mark.parametrize("env, expected", [
-    ({}, 1),                                                     # OpenBLAS default: one thread per core
-    ({"OPENBLAS_NUM_THREADS": "1"}, 2),
-    ({"OMP_NUM_THREADS": "1"}, 2),
-    ({"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "1"}, 1),  # the variable BLAS reads first wins
-])
-def test_default_workers_follow_the_blas_thread_count(env, expected, monkeypatch):
-    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-        monkeypatch.delenv(var, raising=False)
-    for var, value in env.items():
-        monkeypatch.setenv(var, value)
-    assert attention._default_workers() == min(expected, os.cpu_count())
 
 def test_probabilities_are_the_masked_softmax(rng):
     lead, T_q, T_k = (2, 3), 4, 5
@@ -400,18 +388,16 @@ def _bad_calls():
          ValueError, r"mask: expected a shape broadcastable to \(2, 3, 4\), got \(3, 5\)"),
         ("mask grows", lambda: attention.forward(q, k, v, np.ones((2, 2, 3, 4), bool)),
          ValueError, r"broadcastable to \(2, 3, 4\), got \(2, 2, 3, 4\)"),
-        ("workers 0", lambda: attention.forward(q, k, v, workers=0),
-         ValueError, "workers: expected a positive int, got 0"),
         ("dout shape", lambda: attention.backward(dout[:, :2], attention.forward(q, k, v)[1]),
          ValueError, r"dout: expected shape \(2, 3, 6\), got \(2, 2, 6\)"),
         ("dout dtype", lambda: attention.backward(dout.astype(np.float32), attention.forward(q, k, v)[1]),
-         TypeError, "dout: float32, q: float64"),
+         TypeError, r"dout: expected dtype float64 \(that of the forward pass\), got float32"),
         ("block 0", lambda: attention.forward_blocked(q, k, v, block_size=0),
-         ValueError, "block_size: expected a positive int, got 0"),
+         ValueError, "block_size: expected an int >= 1, got 0"),
         ("block float", lambda: attention.forward_blocked(q, k, v, block_size=2.0),
-         TypeError, "block_size: expected a positive int, got float"),
+         TypeError, "block_size: expected an int >= 1, got float"),
         ("block bool", lambda: attention.forward_blocked(q, k, v, block_size=True),
-         TypeError, "block_size: expected a positive int, got bool"),
+         TypeError, "block_size: expected an int >= 1, got bool"),
         ("blocked mask", lambda: attention.forward_blocked(q, k, v, np.ones((4, 3), bool)),
          ValueError, "mask: expected a shape broadcastable"),
         ("lse shape", lambda: attention.backward_blocked(dout, q, k, v, out, lse[:, :2]),
@@ -421,9 +407,9 @@ def _bad_calls():
         ("lse dtype", lambda: attention.backward_blocked(dout, q, k, v, out, lse.astype(np.float32)),
          TypeError, "lse: float32"),
         ("causal negative", lambda: attention.causal_mask(-1, 3),
-         ValueError, "T_q: expected a non-negative int, got -1"),
+         ValueError, "T_q: expected an int >= 0, got -1"),
         ("causal float", lambda: attention.causal_mask(2, 3.0),
-         TypeError, "T_k: expected a non-negative int, got float"),
+         TypeError, "T_k: expected an int >= 0, got float"),
     ]
 
 

@@ -97,8 +97,12 @@ def test_ffn_without_biases(rng):
 def test_ffn_bad_inputs(rng):
     x = np.zeros((2, 4))
     W1, b1, W2, b2 = params(rng, 4, 8)
-    with pytest.raises(ValueError, match=r"activation: expected one of \['gelu', 'gelu_tanh', 'relu'\], got 'tanh'"):
+    with pytest.raises(ValueError, match=r"activation: expected one of 'relu', 'gelu', 'gelu_tanh', got 'tanh'"):
         ffn.forward(x, W1, b1, W2, b2, activation="tanh")
+    # a list is not a name (it used to fail inside the table lookup with "unhashable type: 'list'")
+    with pytest.raises(TypeError, match=r"activation: expected one of 'relu', 'gelu', 'gelu_tanh' \(a str\), "
+                                        r"got list \['relu'\]"):
+        ffn.forward(x, W1, b1, W2, b2, activation=["relu"])
     with pytest.raises(ValueError, match=r"W1: expected shape \(4, \*\), got \(8, 4\)"):
         ffn.forward(x, W1.T, b1, W2, b2)
     with pytest.raises(ValueError, match=r"W2: expected shape \(8, 4\), got \(4, 8\)"):
