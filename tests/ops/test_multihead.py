@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reference.gradcheck import check_grads, numerical_grad
+from reference import _threads
 from reference.ops import attention, multihead
 from tests.ops.test_attention import torch_masked_softmax
 
@@ -332,3 +333,22 @@ def _bad_calls():
 def test_bad_input_raises_a_clear_error(name, call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+# forward_fast/backward_fast against forward/backward: the same ops wired the same way, each fast op equal to its
+# readable twin to a few ulps (tests/ops/test_linear.py, test_attention.py), so RTOL_F64 holds.
+@pytest.mark.parametrize("kind", ["none", "causal", "padding", "random"])
+@pytest.mark.parametrize("biases", [multihead.BIASES, ()])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_fast_equals_readable(kind, biases, workers, rng):
+    B, T_q, T_k, C, H = 2, 5, 7, 12, 3
+    x_q, x_kv = rng.standard_normal((B, T_q, C)), rng.standard_normal((B, T_k, C))
+    params = make_params(rng, C, biases)
+    mask = make_mask(kind, rng, B, H, T_q, T_k)
+    dy = rng.standard_normal((B, T_q, C))
+    want = run_reference(x_q, x_kv, params, H, mask, dy)[:4]
+    with _threads.using(workers):
+        y, cache = multihead.forward_fast(x_q, x_kv, params, H, mask)
+        got = (y,) + multihead.backward_fast(dy, cache)
+    assert_all_close(got, want, RTOL_F64)
+
