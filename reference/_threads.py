@@ -25,6 +25,8 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 from reference._checks import check_count
 
 _BLAS_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
@@ -83,7 +85,8 @@ def run(fn, slices):
     if len(slices) == 1:
         fn(slices[0])
         return
-    futures = [_get_pool(len(slices) - 1).submit(_in_pool, fn, s) for s in slices[:-1]]
+    err = np.geterr()                           # the caller's np.errstate, which a pool thread would not see
+    futures = [_get_pool(len(slices) - 1).submit(_in_pool, fn, s, err) for s in slices[:-1]]
     try:
         fn(slices[-1])
     finally:
@@ -91,9 +94,10 @@ def run(fn, slices):
             f.result()                          # waits for every part; raises the first worker error
 
 
-def _in_pool(fn, s):
+def _in_pool(fn, s, err):
     _local.inside = True
-    fn(s)
+    with np.errstate(**err):
+        fn(s)
 
 
 def _get_pool(n):

@@ -58,3 +58,12 @@ def test_run_calls_every_part_and_reraises_a_thread_error():
 
     with pytest.raises(RuntimeError, match="from a worker"):
         _threads.run(fail, _threads.parts(9, 3))
+
+
+def test_pool_threads_follow_the_callers_errstate():
+    def divide(part):
+        np.divide(np.ones(2), np.zeros(2))
+
+    with np.errstate(divide="raise"):
+        with pytest.raises(FloatingPointError):
+            _threads.run(divide, _threads.parts(4, 2))       # the first part runs on a pool thread
