@@ -62,7 +62,8 @@ def test_run_calls_every_part_and_reraises_a_thread_error():
 
 def test_pool_threads_follow_the_callers_errstate():
     def divide(part):
-        np.divide(np.ones(2), np.zeros(2))
+        if part.start == 0:                      # only on the pool thread
+            np.divide(np.ones(2), np.zeros(2))
 
     with np.errstate(divide="raise"):
         with pytest.raises(FloatingPointError):
