@@ -263,7 +263,7 @@ print(f"the {len(order) // 6} least important heads by ablation sit in layers "
 
 # %%
 rng = np.random.default_rng(0)
-W = dense["blocks"][0]["mlp"]["W1"]                                             # (C, 4C)
+W = dense["blocks"][0]["ffn"]["W1"]                                             # (C, 4C)
 for bits, opts in ((8, dict(axis=1)), (4, dict(group_size=32))):
     q = quantize.quantize(W, bits=bits, **opts)
     err = np.abs(W - q.dequantize())

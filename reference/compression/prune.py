@@ -185,10 +185,10 @@ def sparsity_of(params, predicate=None):
 # ---------------------------------------------------------------------------------------------------------------
 
 def _units(params):
-    """Dotted-name prefixes of each layer's attention and FFN dicts: GPT ``blocks.i.attn`` / ``blocks.i.mlp``,
+    """Dotted-name prefixes of each layer's attention and FFN dicts: GPT ``blocks.i.attn`` / ``blocks.i.ffn``,
     BERT ``layers.i.attn`` / ``layers.i.ffn``."""
     if isinstance(params, dict) and "blocks" in params:
-        return [(f"blocks.{i}.attn", f"blocks.{i}.mlp") for i in range(len(params["blocks"]))]
+        return [(f"blocks.{i}.attn", f"blocks.{i}.ffn") for i in range(len(params["blocks"]))]
     if isinstance(params, dict) and "layers" in params:
         return [(f"layers.{i}.attn", f"layers.{i}.ffn") for i in range(len(params["layers"]))]
     raise ValueError("params: expected a GPT tree (with 'blocks') or a BERT tree (with 'layers')")
@@ -235,9 +235,9 @@ def structured_masks(params, n_head, heads=(), neurons=()):
     heads = _check_units(heads, len(units), n_head, "heads")
     neurons = _check_units(neurons, len(units), F, "neurons")
     masks = {n: None for n in flat}
-    for attn, mlp in units:
+    for attn, ffn in units:
         names = [f"{attn}.{leaf}" for leaf in ("Wq", "Wk", "Wv", "Wo", "bq", "bk", "bv")]
-        names += [f"{mlp}.{leaf}" for leaf in ("W1", "b1", "W2")]
+        names += [f"{ffn}.{leaf}" for leaf in ("W1", "b1", "W2")]
         for name in names:
             masks[name] = np.ones(flat[name].shape, dtype=bool)
     for layer, h in heads:
@@ -249,10 +249,10 @@ def structured_masks(params, n_head, heads=(), neurons=()):
             masks[f"{attn}.{leaf}"][cols] = False
         masks[f"{attn}.Wo"][cols, :] = False
     for layer, j in neurons:
-        mlp = units[layer][1]
-        masks[f"{mlp}.W1"][:, j] = False
-        masks[f"{mlp}.b1"][j] = False
-        masks[f"{mlp}.W2"][j, :] = False
+        ffn = units[layer][1]
+        masks[f"{ffn}.W1"][:, j] = False
+        masks[f"{ffn}.b1"][j] = False
+        masks[f"{ffn}.W2"][j, :] = False
     return tree.unflatten(masks)
 
 
@@ -286,15 +286,15 @@ def _importance(params, n_head, method, grads, heads):
         raise ValueError("method='taylor' needs grads: a non-empty list of gradient trees (one per batch)")
     flat_grads = [tree.flatten(g) for g in grads] if method == "taylor" else []
     scores = []
-    for attn, mlp in units:
+    for attn, ffn in units:
         if heads:
             W_out = flat[f"{attn}.Wo"].reshape(n_head, d_k, C)                # (H, d_k, C) row blocks
             W_in = flat[f"{attn}.Wv"].reshape(C, n_head, d_k)                 # (C, H, d_k) column blocks
             out_name = f"{attn}.Wo"
         else:
-            W_out = flat[f"{mlp}.W2"][:, None, :]                             # (F, 1, C) one row per neuron
-            W_in = flat[f"{mlp}.W1"][:, :, None]                              # (C, F, 1) one column per neuron
-            out_name = f"{mlp}.W2"
+            W_out = flat[f"{ffn}.W2"][:, None, :]                             # (F, 1, C) one row per neuron
+            W_in = flat[f"{ffn}.W1"][:, :, None]                              # (C, F, 1) one column per neuron
+            out_name = f"{ffn}.W2"
         if method == "weight":
             s = np.sqrt((W_in.astype(np.float64) ** 2).sum(axis=(0, 2))) \
                 * np.sqrt((W_out.astype(np.float64) ** 2).sum(axis=(1, 2)))  # (units,)

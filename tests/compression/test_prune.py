@@ -162,11 +162,11 @@ def test_pruned_gpt_neuron_is_gone(rng):
     pruned = prune.apply_masks(params, prune.structured_masks(params, CFG.n_head, neurons=[(1, 5), (0, 0)]))
     base = gpt.forward(pruned, CFG, ids)[0]
     flat = {n: a.copy() for n, a in tree.flatten(pruned).items()}
-    flat["blocks.1.mlp.W1"][:, 5] = rng.standard_normal(CFG.d_model)
-    flat["blocks.1.mlp.b1"][5] = 3.0
+    flat["blocks.1.ffn.W1"][:, 5] = rng.standard_normal(CFG.d_model)
+    flat["blocks.1.ffn.b1"][5] = 3.0
     # float64, as above: the neuron's activation meets only the zero row 5 of W2.
     np.testing.assert_allclose(gpt.forward(tree.unflatten(flat), CFG, ids)[0], base, rtol=0, atol=1e-13)
-    assert (flat["blocks.0.mlp.W2"][0] == 0).all() and (flat["blocks.0.mlp.W1"][:, 0] == 0).all()
+    assert (flat["blocks.0.ffn.W2"][0] == 0).all() and (flat["blocks.0.ffn.W1"][:, 0] == 0).all()
 
 
 def test_pruned_bert_head_is_gone(rng):
@@ -209,7 +209,7 @@ def test_taylor_scores_are_the_gate_derivatives(rng):
         num = abs(gate_derivative(params, ids, targets, f"blocks.{layer}.attn.Wo", rows))
         assert rel_error(heads[layer, h], num) < 1e-6
     for layer, j in [(0, 3), (1, 30)]:
-        num = abs(gate_derivative(params, ids, targets, f"blocks.{layer}.mlp.W2", j))
+        num = abs(gate_derivative(params, ids, targets, f"blocks.{layer}.ffn.W2", j))
         assert rel_error(neurons[layer, j], num) < 1e-6
     # Over several batches the score is the mean of the per-batch |dL/dxi| (Michel et al. average |.| over data).
     _, grads2 = gpt.loss_and_grads(params, CFG, ids_batch(rng), ids_batch(rng))
@@ -221,7 +221,7 @@ def test_taylor_scores_are_the_gate_derivatives(rng):
 def test_weight_scores_and_lowest(rng):
     params = tiny_gpt(rng)
     params["blocks"][1]["attn"]["Wo"][:CFG.d_k] *= 1e-3                      # head (1, 0) barely writes out
-    params["blocks"][0]["mlp"]["W2"][7] = 0.0                                 # neuron (0, 7) writes nothing
+    params["blocks"][0]["ffn"]["W2"][7] = 0.0                                 # neuron (0, 7) writes nothing
     heads = prune.head_importance(params, CFG.n_head)
     neurons = prune.neuron_importance(params)
     assert prune.lowest(heads, 1) == [(1, 0)]
