@@ -185,13 +185,11 @@ def sparsity_of(params, predicate=None):
 # ---------------------------------------------------------------------------------------------------------------
 
 def _units(params):
-    """Dotted-name prefixes of each layer's attention and FFN dicts: GPT ``blocks.i.attn`` / ``blocks.i.ffn``,
-    BERT ``layers.i.attn`` / ``layers.i.ffn``."""
+    """Dotted-name prefixes of each layer's attention and FFN dicts, ``blocks.i.attn`` / ``blocks.i.ffn`` (GPT and
+    BERT alike)."""
     if isinstance(params, dict) and "blocks" in params:
         return [(f"blocks.{i}.attn", f"blocks.{i}.ffn") for i in range(len(params["blocks"]))]
-    if isinstance(params, dict) and "layers" in params:
-        return [(f"layers.{i}.attn", f"layers.{i}.ffn") for i in range(len(params["layers"]))]
-    raise ValueError("params: expected a GPT tree (with 'blocks') or a BERT tree (with 'layers')")
+    raise ValueError("params: expected a GPT or BERT tree (with 'blocks')")
 
 
 def _check_n_head(n_head, C):
@@ -217,7 +215,7 @@ def structured_masks(params, n_head, heads=(), neurons=()):
     ----------
     params : GPT or BERT tree
     n_head : int
-        Heads per layer (``GPTConfig.n_head``, ``BertConfig.num_attention_heads``).
+        Heads per layer (``GPTConfig.n_head``, ``BertConfig.n_head``).
     heads : iterable of (layer, head)
         Zeroes columns :math:`[h d_k, (h+1) d_k)` of Wq, Wk, Wv, those entries of bq, bk, bv, and those rows of Wo.
     neurons : iterable of (layer, j)
@@ -484,7 +482,7 @@ def heads_pruned_vs_cosine(sentences, counts, params=None, config=None, method="
         raise ValueError("params and config: pass both (from bert.from_pretrained) or neither (the default model)")
     if params is None:
         params, config = bert.from_pretrained()
-    n_head = config.num_attention_heads
+    n_head = config.n_head
     dense = bert.embed_sentences(sentences, params, config)              # (N, C) unit rows
 
     def cosines(p):
