@@ -520,7 +520,7 @@ k_layernorm._layer_norm_bwd_dx_kernel[(G,)](
     x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), gamma.stride(0),
     M_rows, N, BLOCK_N=triton.next_power_of_2(N),
 )
-xhat_ref = ln_cache[0]                                                           # (M, N) float64
+xhat_ref = ln_cache.xhat                                                         # (M, N) float64
 partial_ref = np.stack([(as64(dy)[g::G] * xhat_ref[g::G]).sum(0) for g in range(G)])   # (G, N)
 print(f"stage 1: G = {G} programs, each summed rows g, g + {G}, ... into one row of a {G} x {N} buffer")
 check("stage 1: partial dgamma, Triton vs NumPy", as64(dgamma_partial), partial_ref, KERNEL_RTOL)
