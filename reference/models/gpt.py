@@ -288,12 +288,11 @@ def block_backward(dy, cache):
 
 class GPTCache(NamedTuple):
     config: GPTConfig
-    wte: np.ndarray                             # (V, C) the tied embedding / output head
     emb: embedding.EmbeddingCache
     positions: np.ndarray                       # (T,) or (B, T) the position of every token
     blocks: list                                # a BlockCache per layer
-    xf: np.ndarray                              # (B, T, C) LN_f(x_L), the head's input
     ln_f: tuple
+    head: linear.LinearCache                    # logits = xf wte^T, xf = LN_f(x_L)
 
 
 def forward(params, config, ids, *, past=None, positions=None, mask=None):
@@ -344,8 +343,8 @@ def forward(params, config, ids, *, past=None, positions=None, mask=None):
         x, c, _ = block_forward(x, p, config, mask, None if past is None else past[layer])
         block_caches.append(c)
     xf, lnf_cache = layernorm.forward_fast(x, params["ln_f"]["gamma"], params["ln_f"]["beta"], config.ln_eps)
-    logits = xf @ params["wte"].T                                    # (B, T, V) tied output head
-    return logits, GPTCache(config, params["wte"], emb_cache, positions, block_caches, xf, lnf_cache)
+    logits, head_cache = linear.forward_fast(xf, params["wte"].T)    # (B, T, V) tied output head: xf wte^T
+    return logits, GPTCache(config, emb_cache, positions, block_caches, lnf_cache, head_cache)
 
 
 def kv(cache):
@@ -365,16 +364,16 @@ def backward(dlogits, cache):
     -------
     grads : dict with exactly the nesting and shapes of ``params``.
     """
-    config, wte, xf = cache.config, cache.wte, cache.xf
+    config, xf = cache.config, cache.head.x
     check_float("dlogits", dlogits)
     if dlogits.shape != xf.shape[:2] + (config.vocab_size,):
         raise ValueError(f"dlogits: expected shape {xf.shape[:2] + (config.vocab_size,)}, got {dlogits.shape}")
-    if dlogits.dtype != wte.dtype:
-        raise TypeError(f"dlogits: expected dtype {wte.dtype} (the params' dtype), got {dlogits.dtype}")
-    V, C = wte.shape
+    if dlogits.dtype != xf.dtype:
+        raise TypeError(f"dlogits: expected dtype {xf.dtype} (the params' dtype), got {dlogits.dtype}")
+    C = config.d_model
     # forward: logits = xf wte^T   (the head's share of dwte)
-    dxf = dlogits @ wte                                              # (B, T, C)
-    dwte = dlogits.reshape(-1, V).T @ xf.reshape(-1, C)              # (V, C)
+    dxf, dwte_T, _ = linear.backward_fast(dlogits, cache.head)      # (B, T, C), (C, V)
+    dwte = np.ascontiguousarray(dwte_T.T)                            # (V, C)
     # forward: xf = LN_f(x)
     dx, dgamma_f, dbeta_f = layernorm.backward_fast(dxf, cache.ln_f) # (B, T, C)
     block_grads = []
@@ -386,7 +385,7 @@ def backward(dlogits, cache):
     dwte += embedding.backward(dx, cache.emb)                        # (V, C)
     grads = {"wte": dwte}
     if config.positional == "learned":
-        dwpe = np.zeros((config.block_size, C), dtype=wte.dtype)     # positions never used: zero gradient
+        dwpe = np.zeros((config.block_size, C), dtype=xf.dtype)      # positions never used: zero gradient
         positions = np.broadcast_to(cache.positions, dx.shape[:2])   # (B, T)
         np.add.at(dwpe, positions.reshape(-1), dx.reshape(-1, C))    # a position used by several rows adds up
         grads["wpe"] = dwpe
