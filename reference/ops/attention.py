@@ -201,8 +201,9 @@ def backward_fast(dout, cache):
     dv = np.empty_like(v3)                          # (N, T_k, d_v)
 
     def slices(part):
+        ds = np.empty((T_q, T_k), dtype=P.dtype)   # scratch for dP and dS, allocated once per thread
         for n in range(part.start, part.stop):
-            _backward_slice(dout3[n], qs3[n], k3[n], v3[n], P3[n], out3[n], scale, dq[n], dk[n], dv[n])
+            _backward_slice(dout3[n], qs3[n], k3[n], v3[n], P3[n], out3[n], scale, dq[n], dk[n], dv[n], ds)
 
     _threads.run(slices, _threads.parts(N, _threads.workers_for(N * T_q * T_k, _MIN_PARALLEL_SCORES)))
     return dq.reshape(qs.shape), dk.reshape(k.shape), dv.reshape(v.shape)
@@ -393,11 +394,11 @@ def _forward_slice(qs, k, v, blocked, no_key, p, out):
     np.matmul(p, v, out=out)                        # (T_q, d_v)
 
 
-def _backward_slice(dout, qs, k, v, p, out, scale, dq, dk, dv):
-    """One (batch, head) slice of :func:`backward_fast`: fills ``dq``, ``dk``, ``dv``."""
+def _backward_slice(dout, qs, k, v, p, out, scale, dq, dk, dv, ds):
+    """One (batch, head) slice of :func:`backward_fast`: fills ``dq``, ``dk``, ``dv`` (``ds``: a (T_q, T_k) scratch)."""
     # forward: out = P V
     np.matmul(p.T, dout, out=dv)                    # (T_k, d_v)
-    ds = dout @ v.T                                 # (T_q, T_k) dP, turned into dS in place
+    np.matmul(dout, v.T, out=ds)                    # (T_q, T_k) dP, turned into dS in place
     # forward: P = softmax(S)  =>  dS = P * (dP - rowsum(P * dP)), and rowsum(P * dP) = rowsum(dout * out)
     delta = np.sum(dout * out, axis=-1, keepdims=True)     # (T_q, 1)
     np.subtract(ds, delta, out=ds)
