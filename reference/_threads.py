@@ -1,4 +1,4 @@
-"""Threads for the fast variants (``forward_fast``/``backward_fast`` of the ops, ``optim.adamw_step``).
+"""Threads for the fast variants (``forward_fast``/``backward_fast`` of the ops, ``optim.adamw_step_fast``).
 
 NumPy releases the GIL inside its ufuncs and BLAS calls, so Python threads that each run NumPy on their own rows of
 an array run at the same time. A fast variant splits its rows into ``workers`` contiguous parts (:func:`parts`) and
