@@ -70,8 +70,9 @@ def backward(dy, cache):
     """
     x, W, has_bias = cache.x, cache.W, cache.has_bias
     check_grad("dy", dy, x.shape[:-1] + W.shape[1:], x.dtype)
-    (d_in, d_out), N = W.shape, math.prod(x.shape[:-1])
-    X = x.reshape(N, d_in)                      # (N, d_in) every leading axis flattened into rows
+    d_in, d_out = W.shape
+    N = math.prod(x.shape[:-1])                 # rows: every leading axis flattened (explicit, so N = 0 works)
+    X = x.reshape(N, d_in)                      # (N, d_in)
     dY = dy.reshape(N, d_out)                   # (N, d_out)
     # forward: y = x W + b
     dx = dy @ W.T                               # (..., d_in)
