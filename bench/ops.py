@@ -139,7 +139,8 @@ def measure(threads, quick):
 
 def _ratios(times):
     att, ln, mlp = times["attention"], times["layernorm"], times["ffn"]
-    return {"attention_vs_eager": att["torch_eager"] / att["numpy"], "attention_vs_sdpa": att["torch_sdpa"] / att["numpy"],
+    return {"attention_vs_eager": att["torch_eager"] / att["numpy"],
+            "attention_vs_sdpa": att["torch_sdpa"] / att["numpy"],
             "layernorm": ln["torch_eager"] / ln["numpy"], "ffn": mlp["torch_eager"] / mlp["numpy"]}
 
 

@@ -158,7 +158,8 @@ def profile(sizes):
     t_step()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as tprof:
         t_step()
-    events = sorted((e for e in tprof.key_averages() if e.key.startswith("aten::")), key=lambda e: -e.self_cpu_time_total)
+    events = sorted((e for e in tprof.key_averages() if e.key.startswith("aten::")),
+                    key=lambda e: -e.self_cpu_time_total)
     theirs = {e.key: round(e.self_cpu_time_total / 1e6, 4) for e in events[:12]}
     return {"numpy_cpu_seconds_by_op": ours, "numpy_cpu_seconds_total": round(total, 4),
             "torch_eager_self_cpu_seconds_top_ops": theirs,

@@ -1,4 +1,4 @@
-"""reference/_threads.py: the default thread count, the ``using`` setting, the split into parts, errors from a thread."""
+"""reference/_threads.py: the default thread count, ``using``, the split into parts, errors from a pool thread."""
 import numpy as np
 import pytest
 

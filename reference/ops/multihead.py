@@ -71,7 +71,7 @@ def forward(x_q, x_kv, params, n_head, mask=None):
     q, cache_q = linear.forward(x_q, params["Wq"], params.get("bq"))      # (B, T_q, C)
     k, cache_k = linear.forward(x_kv, params["Wk"], params.get("bk"))     # (B, T_k, C)
     v, cache_v = linear.forward(x_kv, params["Wv"], params.get("bv"))     # (B, T_k, C)
-    heads, cache_a = attention.forward(split_heads(q, H), split_heads(k, H), split_heads(v, H), mask)  # (B, H, T_q, d_k)
+    heads, cache_a = attention.forward(split_heads(q, H), split_heads(k, H), split_heads(v, H), mask)  # (B,H,T_q,d_k)
     y, cache_o = linear.forward(merge_heads(heads), params["Wo"], params.get("bo"))                   # (B, T_q, C)
     return y, MultiheadCache(cache_q, cache_k, cache_v, cache_a, cache_o, _names(params))
 
