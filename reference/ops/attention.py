@@ -163,7 +163,7 @@ def forward_fast(q, k, v, mask=None):
     lead, T_q, T_k, d_k, d_v = _check_qkv(q, k, v, mask)
     N = math.prod(lead)                             # number of (batch, head, ...) slices
     scale = q.dtype.type(1 / math.sqrt(d_k))
-    qs = (q * scale).reshape(N, T_q, d_k)           # (N, T_q, d_k) scaled queries
+    qs = np.multiply(q, scale, order="C").reshape(N, T_q, d_k)    # (N, T_q, d_k) scaled queries, one copy
     k3 = k.reshape(N, T_k, d_k)                     # (N, T_k, d_k), a copy only if k's slices are not contiguous
     v3 = v.reshape(N, T_k, d_v)                     # (N, T_k, d_v)
     blocked, no_key = None, None                    # no mask: no masked entry, no fully masked row if T_k > 0
