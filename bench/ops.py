@@ -15,8 +15,8 @@ torch take turns, one call each, ``repeats`` rounds after a warm-up, and each si
 load average before and after each process stands beside its ratios (a load above the core count distorts them).
 Targets: attention and the FFN at least 1.0x torch eager, LayerNorm at least 0.7x.
 
-A second measurement is memory, not time: the ``tracemalloc`` peak of ``reference.ops.attention.forward`` (which builds
-the (T, T) score matrix) against ``forward_blocked`` (the online softmax, one key block at a time), which grows as
+A second measurement is memory, not time: the ``tracemalloc`` peak of ``reference.ops.attention.forward_fast`` (which
+builds the (T, T) score matrix, in place) against ``forward_blocked`` (the online softmax, one key block at a time), which grows as
 O(T^2) against O(T d) (``attention.peak_memory``: NumPy reports its array buffers to ``tracemalloc``).
 
 Writes ``figures/bench_ops.png``: the ratios with their targets, and peak memory against T.
@@ -150,7 +150,7 @@ def _memory(Ts, d, rng):
     for T in Ts:
         q, k, v = (rng.standard_normal((1, 1, T, d), dtype=np.float32) for _ in range(3))  # (1, 1, T, d) each
         rows.append({"T": T, "d": d,
-                     "naive_forward_bytes": attention.peak_memory(attention.forward, q, k, v)[1],
+                     "naive_forward_bytes": attention.peak_memory(attention.forward_fast, q, k, v)[1],
                      "blocked_forward_bytes": attention.peak_memory(attention.forward_blocked, q, k, v)[1],
                      "TxT_float32_bytes": T * T * 4, "Txd_float32_bytes": T * d * 4})
     return rows
@@ -187,7 +187,7 @@ def _figure(by_threads, memory, quick):
 
     Ts = [r["T"] for r in memory]
     mib = 2.0 ** 20
-    bx.loglog(Ts, [r["naive_forward_bytes"] / mib for r in memory], "o-", label="forward (materialises T x T)")
+    bx.loglog(Ts, [r["naive_forward_bytes"] / mib for r in memory], "o-", label="forward_fast (materialises T x T)")
     bx.loglog(Ts, [r["blocked_forward_bytes"] / mib for r in memory], "s-", label="forward_blocked (online softmax)")
     bx.loglog(Ts, [r["TxT_float32_bytes"] / mib for r in memory], "k:", lw=1, label="one T x T float32 matrix")
     bx.loglog(Ts, [r["Txd_float32_bytes"] / mib for r in memory], "k--", lw=1, label="one T x d float32 matrix")

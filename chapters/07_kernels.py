@@ -281,7 +281,7 @@ mem_Ts, mem_d = ([128, 256, 512, 1024], 32) if QUICK else ([256, 512, 1024, 2048
 mem_rows = []
 for T in mem_Ts:
     q, k, v = (rng.standard_normal((1, 1, T, mem_d)).astype(np.float32) for _ in range(3))   # (1, 1, T, d) each
-    naive = attention.peak_memory(attention.forward, q, k, v)[1]
+    naive = attention.peak_memory(attention.forward_fast, q, k, v)[1]      # in place: P is its one T x T array
     blocked = attention.peak_memory(attention.forward_blocked, q, k, v)[1]
     mem_rows.append((T, naive, blocked))
     print(f"T = {T:>5}: forward {naive / 2**20:8.2f} MiB   forward_blocked {blocked / 2**20:6.3f} MiB   "
@@ -297,7 +297,7 @@ assert blocked_b < naive_b / 10
 
 fig, ax = plt.subplots(figsize=(6.5, 4.2))
 Ts = np.array(mem_Ts)
-ax.loglog(Ts, [r[1] / 2**20 for r in mem_rows], "o-", label="attention.forward (holds P, T x T)")
+ax.loglog(Ts, [r[1] / 2**20 for r in mem_rows], "o-", label="attention.forward_fast (holds P, T x T)")
 ax.loglog(Ts, [r[2] / 2**20 for r in mem_rows], "s-", label="attention.forward_blocked (online softmax)")
 ax.loglog(Ts, Ts * Ts * 4 / 2**20, "k:", lw=1, label="one T x T float32 matrix")
 ax.loglog(Ts, Ts * mem_d * 4 / 2**20, "k--", lw=1, label="one T x d float32 matrix")

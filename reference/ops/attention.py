@@ -228,7 +228,7 @@ def forward_blocked(q, k, v, mask=None, block_size=64):
 
     To see the memory, run both algorithms under :func:`peak_memory`, e.g. at ``T = 4096, d = 64`` (a few seconds)::
 
-        _, naive_bytes = peak_memory(forward, q, k, v)             # holds P: 4096**2 * itemsize bytes
+        _, naive_bytes = peak_memory(forward_fast, q, k, v)        # holds P: 4096**2 * itemsize bytes
         _, blocked_bytes = peak_memory(forward_blocked, q, k, v)   # out, lse and a few 64 x 64 tiles
 
     A ``mask`` passed in is itself ``T_q x T_k`` bytes, owned by the caller; measure with ``mask=None``.
