@@ -42,7 +42,7 @@ import numpy as np
 from book import QUICK, glue, machine_load, savefig
 from reference import train, tree
 from reference.models import gpt
-from reference.ops import attention, cross_entropy, ffn, layernorm, multihead
+from reference.ops import cross_entropy
 from reference.tokenizers import ByteBPE, CharTokenizer
 from reference.training import checkpoint, data, init, optim
 
@@ -263,16 +263,9 @@ def residual_stream_variance(params, config, ids):
     """Var of the residual stream after each block of a pre-LN GPT at init (float64)."""
     T = ids.shape[1]
     x = params["wte"][ids] + params["wpe"][:T]                       # (B, T, C)
-    mask = attention.causal_mask(T, T)                               # (T, T)
     out = []
     for blk in params["blocks"]:
-        h, _ = layernorm.forward(x, blk["ln1"]["gamma"], blk["ln1"]["beta"])
-        a, _ = multihead.forward(h, h, blk["attn"], config.n_head, mask=mask)   # (B, T, C)
-        x = x + a
-        h, _ = layernorm.forward(x, blk["ln2"]["gamma"], blk["ln2"]["beta"])
-        m = blk["mlp"]
-        f, _ = ffn.forward(h, m["W1"], m["b1"], m["W2"], m["b2"], activation=config.activation)
-        x = x + f
+        x, _, _ = gpt.block_forward(x, blk, config)                  # x + Attn(LN1(x)), then + FFN(LN2(.))
         out.append(float(np.var(x)))
     return np.array(out)
 
@@ -282,7 +275,7 @@ def unscaled(params, n_layer):
     q = copy.deepcopy(params)
     for blk in q["blocks"]:
         blk["attn"]["Wo"] *= math.sqrt(2 * n_layer)
-        blk["mlp"]["W2"] *= math.sqrt(2 * n_layer)
+        blk["ffn"]["W2"] *= math.sqrt(2 * n_layer)
     return q
 
 

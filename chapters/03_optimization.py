@@ -207,7 +207,7 @@ minilm, minilm_cfg = bert.from_pretrained()
 rows_ablation, ablation_scores = prune.heads_pruned_vs_cosine(SENTENCES, head_counts, minilm, minilm_cfg,
                                                               method="ablation")
 rows_weight, _ = prune.heads_pruned_vs_cosine(SENTENCES, head_counts, minilm, minilm_cfg, method="weight")
-print(f"MiniLM: {minilm_cfg.num_hidden_layers} layers x {minilm_cfg.num_attention_heads} heads; "
+print(f"MiniLM: {minilm_cfg.n_layer} layers x {minilm_cfg.n_head} heads; "
       f"{len(SENTENCES)} sentences")
 print(f"{'heads removed':>13} {'ablation order: mean / min cos':>31} {'weight order: mean / min cos':>29}")
 for ra, rw in zip(rows_ablation, rows_weight):
@@ -261,7 +261,7 @@ print(f"the {len(order) // 6} least important heads by ablation sit in layers "
 
 # %%
 rng = np.random.default_rng(0)
-W = dense["blocks"][0]["mlp"]["W1"]                                             # (C, 4C)
+W = dense["blocks"][0]["ffn"]["W1"]                                             # (C, 4C)
 for bits, opts in ((8, dict(axis=1)), (4, dict(group_size=32))):
     q = quantize.quantize(W, bits=bits, **opts)
     err = np.abs(W - q.dequantize())

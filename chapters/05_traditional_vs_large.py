@@ -138,7 +138,7 @@ print(f"the {half} test verses and their reversals have identical bags of words"
 # %%
 def make_config(task):
     return classifier.ClassifierConfig(vocab_size=len(task.vocab), n_classes=len(task.class_names),
-                                       max_len=task.max_len, d_model=32, n_heads=2, n_layers=2, d_ff=64)
+                                       max_len=task.max_len, d_model=32, n_head=2, n_layer=2, d_ff=64)
 
 
 probe = classifier.init_params(make_config(books), np.random.default_rng(0), np.float32)

@@ -244,16 +244,16 @@ print("lse has shape", lse.shape, "(one number per query row; no T x T array was
 # **sum** $dX_q + dX_{kv}$ (the multivariate chain rule adds the contributions of every use).
 
 # %%
-B, T, C, n_heads = 2, 4, 8, 2
+B, T, C, n_head = 2, 4, 8, 2
 x = rng.standard_normal((B, T, C))               # (B, T, C)
 params = {name: rng.standard_normal((C, C)) / np.sqrt(C) for name in ("Wq", "Wk", "Wv", "Wo")}
 params.update({name: 0.1 * rng.standard_normal(C) for name in ("bq", "bk", "bv", "bo")})
 causal = attention.causal_mask(T, T)
 dy = rng.standard_normal((B, T, C))
 
-y, cache = multihead.forward(x, x, params, n_heads, mask=causal)
+y, cache = multihead.forward(x, x, params, n_head, mask=causal)
 dx_q, dx_kv, dparams = multihead.backward(dy, cache)
-mha_loss = lambda: float((multihead.forward(x, x, params, n_heads, mask=causal)[0] * dy).sum())  # noqa: E731
+mha_loss = lambda: float((multihead.forward(x, x, params, n_head, mask=causal)[0] * dy).sum())  # noqa: E731
 gradcheck("multi-head self-attn", mha_loss, {"x": x, **params}, {"x": dx_q + dx_kv, **dparams})
 
 # %% [markdown]
@@ -276,12 +276,12 @@ assert np.abs(dparams["bk"]).max() < 1e-12 and np.abs(dbk_numeric).max() < 1e-8
 # only $C/h$ of them would.
 
 # %%
-head0 = slice(0, C // n_heads)
+head0 = slice(0, C // n_head)
 nudged = dict(params, Wq=params["Wq"].copy())
 nudged["Wq"][:, head0] += 0.5
-y_nudged, _ = multihead.forward(x, x, nudged, n_heads, mask=causal)
+y_nudged, _ = multihead.forward(x, x, nudged, n_head, mask=causal)
 moved = np.abs(y_nudged - y).max(axis=(0, 1)) > 1e-9             # (C,) which output coordinates changed
-print(f"changing head 0 moved {moved.sum()} of {C} output coordinates (a per-head W^O would move {C // n_heads})")
+print(f"changing head 0 moved {moved.sum()} of {C} output coordinates (a per-head W^O would move {C // n_head})")
 assert moved.sum() == C
 
 # %% [markdown]
@@ -552,8 +552,8 @@ savefig(fig, "transformer_as_written_failures.png")
 
 # %%
 C_r, H_r, T_r = (32, 4, 16) if QUICK else (64, 8, 32)
-deep_cfg = transformer.TransformerConfig(src_vocab_size=5, tgt_vocab_size=5, d_model=C_r, n_heads=H_r,
-                                         n_layers=6, d_ff=4 * C_r)
+deep_cfg = transformer.TransformerConfig(src_vocab_size=5, tgt_vocab_size=5, d_model=C_r, n_head=H_r,
+                                         n_layer=6, d_ff=4 * C_r)
 deep = transformer.init_params(deep_cfg, rng)["encoder"]           # six encoder layers, the paper's init
 x0 = rng.standard_normal((2, T_r, C_r)) + positional.sinusoidal(T_r, C_r)   # (B, T, C) embeddings + positions
 
@@ -569,7 +569,7 @@ def position_similarity(x):
 rows = {"§3.3 as listed (no residual)": [], "post-LN (paper)": [], "pre-LN": []}
 x_list, x_post, x_pre = x0, x0, x0
 for p in deep:
-    x_list = ffn.forward(multihead.forward(x_list, x_list, p["self_attn"], H_r)[0], **p["ffn"])[0]
+    x_list = ffn.forward(multihead.forward(x_list, x_list, p["attn"], H_r)[0], **p["ffn"])[0]
     x_post = layers.encoder_layer_forward(x_post, p, H_r, norm="post")[0]
     x_pre = layers.encoder_layer_forward(x_pre, p, H_r, norm="pre")[0]
     for name, xs in zip(rows, (x_list, x_post, x_pre)):
@@ -593,7 +593,7 @@ assert rows["§3.3 as listed (no residual)"][1] > 0.99 and rows["pre-LN"][1] < 0
 
 # %%
 def leaves(tree, prefix=""):
-    """The arrays of a nested parameter dict, flattened to {"self_attn.Wq": array, ...} (same objects)."""
+    """The arrays of a nested parameter dict, flattened to {"attn.Wq": array, ...} (same objects)."""
     out = {}
     for key, val in (tree.items() if isinstance(tree, dict) else enumerate(tree)):
         name = f"{prefix}{key}"
@@ -601,9 +601,9 @@ def leaves(tree, prefix=""):
     return out
 
 
-B, T_src, T_tgt, C, n_heads, d_ff = 2, 4, 3, 8, 2, 16
-layer_cfg = transformer.TransformerConfig(src_vocab_size=5, tgt_vocab_size=5, d_model=C, n_heads=n_heads,
-                                          n_layers=1, d_ff=d_ff)
+B, T_src, T_tgt, C, n_head, d_ff = 2, 4, 3, 8, 2, 16
+layer_cfg = transformer.TransformerConfig(src_vocab_size=5, tgt_vocab_size=5, d_model=C, n_head=n_head,
+                                          n_layer=1, d_ff=d_ff)
 one = transformer.init_params(layer_cfg, rng)                # take one encoder and one decoder layer from it
 enc_p, dec_p = one["encoder"][0], one["decoder"][0]
 for name, a in {**leaves(enc_p), **leaves(dec_p)}.items():
@@ -617,15 +617,15 @@ memory = rng.standard_normal((B, T_src, C))                  # (B, S, C) encoder
 dy_enc, dy_dec = rng.standard_normal(x.shape), rng.standard_normal(h.shape)
 causal = attention.causal_mask(T_tgt, T_tgt)
 for norm in ("post", "pre"):
-    y, cache = layers.encoder_layer_forward(x, enc_p, n_heads, norm=norm)
+    y, cache = layers.encoder_layer_forward(x, enc_p, n_head, norm=norm)
     dx, dp = layers.encoder_layer_backward(dy_enc, cache)
     gradcheck(f"encoder layer ({norm}-LN)",
-              lambda: float((layers.encoder_layer_forward(x, enc_p, n_heads, norm=norm)[0] * dy_enc).sum()),
+              lambda: float((layers.encoder_layer_forward(x, enc_p, n_head, norm=norm)[0] * dy_enc).sum()),
               {"x": x, **leaves(enc_p)}, {"x": dx, **leaves(dp)})
-    y, cache = layers.decoder_layer_forward(h, memory, dec_p, n_heads, self_mask=causal, norm=norm)
+    y, cache = layers.decoder_layer_forward(h, memory, dec_p, n_head, self_mask=causal, norm=norm)
     dh, dmem, dp = layers.decoder_layer_backward(dy_dec, cache)
     gradcheck(f"decoder layer ({norm}-LN)",
-              lambda: float((layers.decoder_layer_forward(h, memory, dec_p, n_heads, self_mask=causal,
+              lambda: float((layers.decoder_layer_forward(h, memory, dec_p, n_head, self_mask=causal,
                                                           norm=norm)[0] * dy_dec).sum()),
               {"x": h, "memory": memory, **leaves(dec_p)}, {"x": dh, "memory": dmem, **leaves(dp)})
 
@@ -641,7 +641,7 @@ for norm in ("post", "pre"):
 # arrays, in full mode on all of them):
 
 # %%
-cfg = transformer.TransformerConfig(src_vocab_size=7, tgt_vocab_size=6, d_model=8, n_heads=2, n_layers=2, d_ff=16)
+cfg = transformer.TransformerConfig(src_vocab_size=7, tgt_vocab_size=6, d_model=8, n_head=2, n_layer=2, d_ff=16)
 model = transformer.init_params(cfg, rng)
 src = rng.integers(0, cfg.src_vocab_size, size=(2, 5))       # (B, S) token ids
 tgt = rng.integers(0, cfg.tgt_vocab_size, size=(2, 4))       # (B, T)
@@ -649,7 +649,7 @@ logits, cache = transformer.forward(model, cfg, src, tgt)
 print("logits", logits.shape, "= (B, T, V_tgt)")
 dlogits = rng.standard_normal(logits.shape)
 grads = transformer.backward(dlogits, cache)
-checked = (["tgt_emb", "src_emb", "encoder.0.ffn.W1", "decoder.1.cross_attn.Wk", "decoder.0.ln2.gamma"]
+checked = (["wte_tgt", "wte_src", "encoder.0.ffn.W1", "decoder.1.cross_attn.Wk", "decoder.0.ln2.gamma"]
            if QUICK else list(leaves(model)))
 gradcheck("Transformer (N = 2)",
           lambda: float((transformer.forward(model, cfg, src, tgt)[0] * dlogits).sum()),

@@ -284,7 +284,7 @@ mem_Ts, mem_d = ([128, 256, 512, 1024], 32) if QUICK else ([256, 512, 1024, 2048
 mem_rows = []
 for T in mem_Ts:
     q, k, v = (rng.standard_normal((1, 1, T, mem_d)).astype(np.float32) for _ in range(3))   # (1, 1, T, d) each
-    naive = attention.peak_memory(attention.forward, q, k, v)[1]
+    naive = attention.peak_memory(attention.forward_fast, q, k, v)[1]      # in place: P is its one T x T array
     blocked = attention.peak_memory(attention.forward_blocked, q, k, v)[1]
     mem_rows.append((T, naive, blocked))
     print(f"T = {T:>5}: forward {naive / 2**20:8.2f} MiB   forward_blocked {blocked / 2**20:6.3f} MiB   "
@@ -300,7 +300,7 @@ assert blocked_b < naive_b / 10
 
 fig, ax = plt.subplots(figsize=(6.5, 4.2))
 Ts = np.array(mem_Ts)
-ax.loglog(Ts, [r[1] / 2**20 for r in mem_rows], "o-", label="attention.forward (holds P, T x T)")
+ax.loglog(Ts, [r[1] / 2**20 for r in mem_rows], "o-", label="attention.forward_fast (holds P, T x T)")
 ax.loglog(Ts, [r[2] / 2**20 for r in mem_rows], "s-", label="attention.forward_blocked (online softmax)")
 ax.loglog(Ts, Ts * Ts * 4 / 2**20, "k:", lw=1, label="one T x T float32 matrix")
 ax.loglog(Ts, Ts * mem_d * 4 / 2**20, "k--", lw=1, label="one T x d float32 matrix")
@@ -526,7 +526,7 @@ k_layernorm._layer_norm_bwd_dx_kernel[(G,)](
     x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), gamma.stride(0),
     M_rows, N, BLOCK_N=triton.next_power_of_2(N),
 )
-xhat_ref = ln_cache[0]                                                           # (M, N) float64
+xhat_ref = ln_cache.xhat                                                         # (M, N) float64
 partial_ref = np.stack([(as64(dy)[g::G] * xhat_ref[g::G]).sum(0) for g in range(G)])   # (G, N)
 print(f"stage 1: G = {G} programs, each summed rows g, g + {G}, ... into one row of a {G} x {N} buffer")
 check("stage 1: partial dgamma, Triton vs NumPy", as64(dgamma_partial), partial_ref, KERNEL_RTOL)

@@ -30,7 +30,15 @@ The map (folder, what it holds, the chapter that explains it):
 =================  ==========================================================================  ==============
 
 Shared helpers: ``tree`` (nested parameter trees and their flat ``{"blocks.0.attn.Wq": W}`` view), ``gradcheck``
-(finite-difference checks that the tests and chapters use) and ``_checks`` (argument checks with clear errors).
+(finite-difference checks that the tests and chapters use), ``_checks`` (argument checks with clear errors) and
+``_threads`` (the thread count of the fast variants, ``with _threads.using(n):``).
+
+In every ``ops/`` module, ``forward``/``backward`` are the equation as written (the chapters show them), and
+``forward_fast``/``backward_fast`` below them compute the same with the speed work (in-place buffers, row blocks,
+threads); the models and the benchmarks call the fast ones, and the tests hold each pair equal. Every model speaks
+one vocabulary: ``n_layer``, ``n_head``, ``d_model``; parameters ``wte``, ``wpe``, ``blocks`` of ``ln1``, ``attn``,
+``ln2``, ``ffn`` (``cross_attn``, ``ln3`` in a decoder layer), ``ln_f``; activations by name from
+``ops.activations.ACTIVATIONS``.
 
 The commands, at the top level:
 

@@ -87,3 +87,40 @@ def check_id_list(name, ids):
             raise TypeError(f"{name}[{i}]: expected an integer token id, got {type(t).__name__} {t!r}")
         out.append(int(t))
     return out
+
+
+def check_count(name, n, minimum=0):
+    """Require a Python or NumPy int (not a bool) ``>= minimum``; return it as an int."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int >= {minimum}, got {type(n).__name__}")
+    if n < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {n}")
+    return int(n)
+
+
+def check_positive(name, x):
+    """Require a finite real number > 0 (an epsilon, a temperature); return it as a float."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a positive real number, got {type(x).__name__}")
+    if not (np.isfinite(x) and x > 0):
+        raise ValueError(f"{name}: expected a positive finite number, got {x}")
+    return float(x)
+
+
+def check_choice(name, value, choices):
+    """Require ``value`` to be one of the strings ``choices``; return it."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected one of {', '.join(map(repr, choices))} (a str), "
+                        f"got {type(value).__name__} {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_grad(name, g, shape, dtype):
+    """Require an upstream gradient with the shape and dtype of the forward output it belongs to; return it."""
+    check_float(name, g)
+    if g.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {np.dtype(dtype)} (that of the forward pass), got {g.dtype}")
+    check_shape(name, g, tuple(shape))
+    return g

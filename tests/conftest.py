@@ -6,6 +6,9 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 # (a small matmul measured 36 ms instead of 0.2 ms that way). Set before numpy or torch is imported.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+# ... and the fast ops' own threads (reference/_threads.py) likewise; the tests that check their threaded paths ask
+# for threads explicitly with `_threads.using(n)`.
+os.environ.setdefault("LM_PRIMER_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -7,7 +7,7 @@ import math
 from reference.studies import counting
 
 
-def encoder_decoder_params(n_layers, d_model, d_ff, src_vocab, tgt_vocab=None, norm="post"):
+def encoder_decoder_params(n_layer, d_model, d_ff, src_vocab, tgt_vocab=None, norm="post"):
     r"""Exercise 1: parameters of the encoder-decoder Transformer of chapter 6.
 
     Per encoder layer: self-attention :math:`4d^2 + 4d`, FFN :math:`2 d d_{ff} + d_{ff} + d`, two LayerNorms
@@ -23,7 +23,7 @@ def encoder_decoder_params(n_layers, d_model, d_ff, src_vocab, tgt_vocab=None, n
     decoder = 2 * attn + ffn + 3 * 2 * d
     embeddings = src_vocab * d if tgt_vocab is None else (src_vocab + tgt_vocab) * d
     final_norms = 2 * 2 * d if norm == "pre" else 0
-    return n_layers * (encoder + decoder) + embeddings + final_norms
+    return n_layer * (encoder + decoder) + embeddings + final_norms
 
 
 def transformer_base_params():

@@ -185,13 +185,11 @@ def sparsity_of(params, predicate=None):
 # ---------------------------------------------------------------------------------------------------------------
 
 def _units(params):
-    """Dotted-name prefixes of each layer's attention and FFN dicts: GPT ``blocks.i.attn`` / ``blocks.i.mlp``,
-    BERT ``layers.i.attn`` / ``layers.i.ffn``."""
+    """Dotted-name prefixes of each layer's attention and FFN dicts, ``blocks.i.attn`` / ``blocks.i.ffn`` (GPT and
+    BERT alike)."""
     if isinstance(params, dict) and "blocks" in params:
-        return [(f"blocks.{i}.attn", f"blocks.{i}.mlp") for i in range(len(params["blocks"]))]
-    if isinstance(params, dict) and "layers" in params:
-        return [(f"layers.{i}.attn", f"layers.{i}.ffn") for i in range(len(params["layers"]))]
-    raise ValueError("params: expected a GPT tree (with 'blocks') or a BERT tree (with 'layers')")
+        return [(f"blocks.{i}.attn", f"blocks.{i}.ffn") for i in range(len(params["blocks"]))]
+    raise ValueError("params: expected a GPT or BERT tree (with 'blocks')")
 
 
 def _check_n_head(n_head, C):
@@ -217,7 +215,7 @@ def structured_masks(params, n_head, heads=(), neurons=()):
     ----------
     params : GPT or BERT tree
     n_head : int
-        Heads per layer (``GPTConfig.n_head``, ``BertConfig.num_attention_heads``).
+        Heads per layer (``GPTConfig.n_head``, ``BertConfig.n_head``).
     heads : iterable of (layer, head)
         Zeroes columns :math:`[h d_k, (h+1) d_k)` of Wq, Wk, Wv, those entries of bq, bk, bv, and those rows of Wo.
     neurons : iterable of (layer, j)
@@ -235,9 +233,9 @@ def structured_masks(params, n_head, heads=(), neurons=()):
     heads = _check_units(heads, len(units), n_head, "heads")
     neurons = _check_units(neurons, len(units), F, "neurons")
     masks = {n: None for n in flat}
-    for attn, mlp in units:
+    for attn, ffn in units:
         names = [f"{attn}.{leaf}" for leaf in ("Wq", "Wk", "Wv", "Wo", "bq", "bk", "bv")]
-        names += [f"{mlp}.{leaf}" for leaf in ("W1", "b1", "W2")]
+        names += [f"{ffn}.{leaf}" for leaf in ("W1", "b1", "W2")]
         for name in names:
             masks[name] = np.ones(flat[name].shape, dtype=bool)
     for layer, h in heads:
@@ -249,10 +247,10 @@ def structured_masks(params, n_head, heads=(), neurons=()):
             masks[f"{attn}.{leaf}"][cols] = False
         masks[f"{attn}.Wo"][cols, :] = False
     for layer, j in neurons:
-        mlp = units[layer][1]
-        masks[f"{mlp}.W1"][:, j] = False
-        masks[f"{mlp}.b1"][j] = False
-        masks[f"{mlp}.W2"][j, :] = False
+        ffn = units[layer][1]
+        masks[f"{ffn}.W1"][:, j] = False
+        masks[f"{ffn}.b1"][j] = False
+        masks[f"{ffn}.W2"][j, :] = False
     return tree.unflatten(masks)
 
 
@@ -286,15 +284,15 @@ def _importance(params, n_head, method, grads, heads):
         raise ValueError("method='taylor' needs grads: a non-empty list of gradient trees (one per batch)")
     flat_grads = [tree.flatten(g) for g in grads] if method == "taylor" else []
     scores = []
-    for attn, mlp in units:
+    for attn, ffn in units:
         if heads:
             W_out = flat[f"{attn}.Wo"].reshape(n_head, d_k, C)                # (H, d_k, C) row blocks
             W_in = flat[f"{attn}.Wv"].reshape(C, n_head, d_k)                 # (C, H, d_k) column blocks
             out_name = f"{attn}.Wo"
         else:
-            W_out = flat[f"{mlp}.W2"][:, None, :]                             # (F, 1, C) one row per neuron
-            W_in = flat[f"{mlp}.W1"][:, :, None]                              # (C, F, 1) one column per neuron
-            out_name = f"{mlp}.W2"
+            W_out = flat[f"{ffn}.W2"][:, None, :]                             # (F, 1, C) one row per neuron
+            W_in = flat[f"{ffn}.W1"][:, :, None]                              # (C, F, 1) one column per neuron
+            out_name = f"{ffn}.W2"
         if method == "weight":
             s = np.sqrt((W_in.astype(np.float64) ** 2).sum(axis=(0, 2))) \
                 * np.sqrt((W_out.astype(np.float64) ** 2).sum(axis=(1, 2)))  # (units,)
@@ -484,7 +482,7 @@ def heads_pruned_vs_cosine(sentences, counts, params=None, config=None, method="
         raise ValueError("params and config: pass both (from bert.from_pretrained) or neither (the default model)")
     if params is None:
         params, config = bert.from_pretrained()
-    n_head = config.num_attention_heads
+    n_head = config.n_head
     dense = bert.embed_sentences(sentences, params, config)              # (N, C) unit rows
 
     def cosines(p):

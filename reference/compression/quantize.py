@@ -493,12 +493,12 @@ def fake_quant_backward(dW_hat, cache):
     return np.where(inside, dW_hat, dW_hat.dtype.type(0))
 
 
-_EMBEDDING_SUFFIXES = ("wte", "wpe", "embeddings")
+_EMBEDDINGS = ("wte", "wpe", "wtype")
 
 
 def is_embedding(name):
-    """True for embedding tables: GPT's ``wte``/``wpe`` and BERT's ``*_embeddings``."""
-    return name.split(".")[-1].endswith(_EMBEDDING_SUFFIXES)
+    """True for embedding tables: ``wte``, ``wpe`` and BERT's ``wtype`` (the Transformer's ``wte_src``, ``wte_tgt``)."""
+    return name.split(".")[-1].startswith(_EMBEDDINGS)
 
 
 def default_predicate(name, W):
@@ -514,7 +514,7 @@ def quantize_params(params, bits=8, symmetric=True, axis=None, group_size=None, 
     params : nested dicts / lists of float ndarrays
     bits, symmetric, axis, group_size, clip : as in :func:`quantize`, for every selected tensor
     predicate : callable ``(name, W) -> bool`` or None
-        Which tensors to quantize, by dotted name (``"blocks.0.attn.Wq"``, ``"layers.3.ffn.W1"``); default
+        Which tensors to quantize, by dotted name (``"blocks.0.attn.Wq"``, ``"blocks.3.ffn.W1"``); default
         :func:`default_predicate` (2-D matrices except embeddings; pass ``lambda n, W: W.ndim == 2`` to include them).
 
     Returns

@@ -51,7 +51,8 @@ import math
 import numpy as np
 
 from reference._checks import check_float, check_id_list, check_ids
-from reference.ops import attention, embedding, ffn, layernorm, linear, positional, softmax
+from reference.models import gpt
+from reference.ops import attention, softmax
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,15 +81,12 @@ class KVCache:
                        self.key_mask[rows], self.next_pos[rows])
 
 
-def _position_table(params, config, dtype):
-    """(block_size, C): learned ``wpe`` or the fixed sinusoids (the same rows ``gpt.forward`` adds)."""
-    if config.positional == "learned":
-        return params["wpe"]
-    return positional.sinusoidal(config.block_size, config.d_model, dtype=np.float64).astype(dtype)
-
-
 def forward_cached(params, config, ids, cache=None, attention_mask=None):
     r"""Logits for new tokens, attending to the cached past; returns the cache extended by them.
+
+    The model's own :func:`reference.models.gpt.forward` does the work, through the same blocks as training: this
+    function only gives it each row's positions and the mask (causal, and no padding key), and keeps the keys and
+    values it returns.
 
     Parameters
     ----------
@@ -104,8 +102,6 @@ def forward_cached(params, config, ids, cache=None, attention_mask=None):
     logits : (B, T_new, V), the params' dtype. Rows at padding positions are meaningless.
     cache : KVCache, the past followed by the new tokens.
     """
-    wte = check_float("params['wte']", params["wte"])
-    dtype = wte.dtype
     check_ids("ids", ids, config.vocab_size)
     if ids.ndim != 2:
         raise ValueError(f"ids: expected shape (B, T_new), got {ids.shape}")
@@ -116,14 +112,13 @@ def forward_cached(params, config, ids, cache=None, attention_mask=None):
         raise TypeError("attention_mask: expected a boolean numpy.ndarray (False = padding)")
     if attention_mask.shape != (B, T_new):
         raise ValueError(f"attention_mask: expected shape {(B, T_new)} (that of ids), got {attention_mask.shape}")
-    H, C = config.n_head, config.d_model
-    d_k = C // H
+    past = None
     if cache is None:
-        empty = np.zeros((B, H, 0, d_k), dtype=dtype)              # (B, H, 0, d_k)
-        cache = KVCache((empty,) * config.n_layer, (empty,) * config.n_layer,
-                        np.zeros((B, 0), dtype=bool), np.zeros(B, dtype=np.int64))
-    if cache.key_mask.shape[0] != B:
-        raise ValueError(f"cache: holds {cache.key_mask.shape[0]} rows, ids has {B}")
+        cache = KVCache((), (), np.zeros((B, 0), dtype=bool), np.zeros(B, dtype=np.int64))
+    else:
+        if cache.key_mask.shape[0] != B:
+            raise ValueError(f"cache: holds {cache.key_mask.shape[0]} rows, ids has {B}")
+        past = [gpt.KV(k, v) for k, v in zip(cache.k, cache.v)]
 
     # per-row positions: real tokens continue the row's count, padding gets 0
     pos = cache.next_pos[:, None] + np.cumsum(attention_mask, axis=1) - 1      # (B, T_new)
@@ -131,37 +126,13 @@ def forward_cached(params, config, ids, cache=None, attention_mask=None):
     if pos.size and pos.max() >= config.block_size:
         raise ValueError(f"position {pos.max()} is beyond the model's block_size={config.block_size}: a row would "
                          f"hold more than {config.block_size} real tokens")
-    tok, _ = embedding.forward(ids, wte)                                        # (B, T_new, C)
-    x = tok + _position_table(params, config, dtype)[pos]                       # (B, T_new, C)
-
     key_mask = np.concatenate([cache.key_mask, attention_mask], axis=1)         # (B, T_total)
     T_total = key_mask.shape[1]
     mask = attention.causal_mask(T_new, T_total)[None, None] & key_mask[:, None, None, :]   # (B, 1, T_new, T_total)
-    ks, vs = [], []
-    for layer, p in enumerate(params["blocks"]):
-        # x = x + MHA(LN1(x)), with K and V of the past read from the cache
-        h, _ = layernorm.forward(x, p["ln1"]["gamma"], p["ln1"]["beta"], eps=config.ln_eps)   # (B, T_new, C)
-        a = p["attn"]
-        W_qkv = np.concatenate([a["Wq"], a["Wk"], a["Wv"]], axis=1)             # (C, 3C)
-        b_qkv = np.concatenate([a["bq"], a["bk"], a["bv"]])                     # (3C,)
-        qkv, _ = linear.forward(h, W_qkv, b_qkv)                                # (B, T_new, 3C)
-        q, k, v = qkv.reshape(B, T_new, 3, H, d_k).transpose(2, 0, 3, 1, 4)     # each (B, H, T_new, d_k)
-        k = np.concatenate([cache.k[layer], k], axis=2)                        # (B, H, T_total, d_k) append
-        v = np.concatenate([cache.v[layer], v], axis=2)                        # (B, H, T_total, d_k)
-        ks.append(k)
-        vs.append(v)
-        o, _ = attention.forward(q, k, v, mask=mask)                           # (B, H, T_new, d_k)
-        o = o.transpose(0, 2, 1, 3).reshape(B, T_new, C)                        # (B, T_new, C) heads concatenated
-        y, _ = linear.forward(o, a["Wo"], a["bo"])                              # (B, T_new, C)
-        x = x + y
-        # x = x + FFN(LN2(x))
-        h, _ = layernorm.forward(x, p["ln2"]["gamma"], p["ln2"]["beta"], eps=config.ln_eps)
-        m = p["mlp"]
-        y, _ = ffn.forward(h, m["W1"], m["b1"], m["W2"], m["b2"], activation=config.activation)
-        x = x + y
-    xf, _ = layernorm.forward(x, params["ln_f"]["gamma"], params["ln_f"]["beta"], eps=config.ln_eps)
-    logits = xf @ wte.T                                                         # (B, T_new, V) tied head
-    new_cache = KVCache(tuple(ks), tuple(vs), key_mask, cache.next_pos + attention_mask.sum(axis=1))
+    logits, model_cache = gpt.forward(params, config, ids, past=past, positions=pos, mask=mask)
+    kv = gpt.kv(model_cache)
+    new_cache = KVCache(tuple(layer.k for layer in kv), tuple(layer.v for layer in kv), key_mask,
+                        cache.next_pos + attention_mask.sum(axis=1))
     return logits, new_cache
 
 

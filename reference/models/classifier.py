@@ -19,7 +19,7 @@ r"""A tiny Transformer encoder that classifies a token sequence: the "large mode
 
 Parameters (nested dicts, gradients with the same nesting)::
 
-    {"wte": (V, C), "layers": [encoder layer params] * N, "ln_f": {gamma, beta} (pre-LN only),
+    {"wte": (V, C), "blocks": [encoder layer params] * N, "ln_f": {gamma, beta} (pre-LN only),
      "head": {"W": (C, K), "b": (K,)}}
 
 Initialisation as ``reference/models/transformer.py``: Xavier-uniform weights, zero biases, LayerNorm (1, 0), embeddings
@@ -31,12 +31,10 @@ import math
 
 import numpy as np
 
-from reference._checks import FLOAT_DTYPES, check_float, check_ids, check_int, check_shape
+from reference._checks import FLOAT_DTYPES, check_choice, check_float, check_ids, check_int, check_shape
 from reference.models import layers
-from reference.ops import cross_entropy, embedding, layernorm, linear, positional
+from reference.ops import activations, cross_entropy, embedding, layernorm, linear, positional
 from reference.training import init, optim
-
-ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +49,7 @@ class ClassifierConfig:
         K >= 2.
     max_len : int
         The longest sequence T it accepts.
-    d_model, n_heads, n_layers, d_ff : int
+    d_model, n_head, n_layer, d_ff : int
         C, H (divides C), N, and the FFN's hidden width.
     norm : {"pre", "post"}
     activation : {"relu", "gelu", "gelu_tanh"}
@@ -65,8 +63,8 @@ class ClassifierConfig:
     n_classes: int
     max_len: int
     d_model: int = 32
-    n_heads: int = 2
-    n_layers: int = 2
+    n_head: int = 2
+    n_layer: int = 2
     d_ff: int = 64
     norm: str = "pre"
     activation: str = "relu"
@@ -74,20 +72,19 @@ class ClassifierConfig:
     positional: bool = True
 
     def __post_init__(self):
-        for name in ("vocab_size", "max_len", "d_model", "n_heads", "n_layers", "d_ff"):
+        for name in ("vocab_size", "max_len", "d_model", "n_head", "n_layer", "d_ff"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"ClassifierConfig.{name}: expected a positive integer, got {value!r}")
         if isinstance(self.n_classes, bool) or not isinstance(self.n_classes, (int, np.integer)) \
                 or self.n_classes < 2:
             raise ValueError(f"ClassifierConfig.n_classes: expected an integer >= 2, got {self.n_classes!r}")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"ClassifierConfig: d_model = {self.d_model} is not divisible by n_heads = "
-                             f"{self.n_heads}")
+        if self.d_model % self.n_head:
+            raise ValueError(f"ClassifierConfig: d_model = {self.d_model} is not divisible by n_head = "
+                             f"{self.n_head}")
         if self.norm not in layers.NORMS:
             raise ValueError(f"ClassifierConfig.norm: expected one of {layers.NORMS}, got {self.norm!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"ClassifierConfig.activation: expected one of {ACTIVATIONS}, got {self.activation!r}")
+        check_choice("ClassifierConfig.activation", self.activation, tuple(activations.ACTIVATIONS))
 
 
 def init_params(config, rng, dtype=np.float64):
@@ -109,10 +106,10 @@ def init_params(config, rng, dtype=np.float64):
 
     params = {
         "wte": init.normal((config.vocab_size, C), rng, std=C ** -0.5, dtype=dtype),
-        "layers": [{"self_attn": attn(), "ln1": ln(),
+        "blocks": [{"attn": attn(), "ln1": ln(),
                     "ffn": {"W1": init.xavier_uniform((C, F), rng, dtype=dtype), "b1": np.zeros(F, dtype=dtype),
                             "W2": init.xavier_uniform((F, C), rng, dtype=dtype), "b2": np.zeros(C, dtype=dtype)},
-                    "ln2": ln()} for _ in range(config.n_layers)],
+                    "ln2": ln()} for _ in range(config.n_layer)],
         "head": {"W": np.zeros((C, config.n_classes), dtype=dtype), "b": np.zeros(config.n_classes, dtype=dtype)},
     }
     if config.norm == "pre":
@@ -146,8 +143,8 @@ def _check_inputs(params, config, ids, mask):
     if B and not mask.any(axis=1).all():
         raise ValueError(f"mask: every sequence needs at least one real token; rows "
                          f"{np.flatnonzero(~mask.any(axis=1)).tolist()[:5]} have none")
-    if len(params["layers"]) != config.n_layers:
-        raise ValueError(f"params['layers']: expected {config.n_layers} layers, got {len(params['layers'])}")
+    if len(params["blocks"]) != config.n_layer:
+        raise ValueError(f"params['blocks']: expected {config.n_layer} layers, got {len(params['blocks'])}")
 
 
 def forward(params, config, ids, mask):
@@ -176,17 +173,17 @@ def forward(params, config, ids, mask):
         x += positional.sinusoidal(T, C, dtype=E.dtype)               # (B, T, C) + (T, C)
     key_mask = mask[:, None, None, :]                                 # (B, 1, 1, T) padding hidden from attention
     layer_caches = []
-    for p in params["layers"]:
-        x, c = layers.encoder_layer_forward(x, p, config.n_heads, key_mask, norm=config.norm,
+    for p in params["blocks"]:
+        x, c = layers.encoder_layer_forward(x, p, config.n_head, key_mask, norm=config.norm,
                                             eps=config.ln_eps, activation=config.activation)
         layer_caches.append(c)
     c_ln = None
     if config.norm == "pre":
-        x, c_ln = layernorm.forward(x, params["ln_f"]["gamma"], params["ln_f"]["beta"], config.ln_eps)
+        x, c_ln = layernorm.forward_fast(x, params["ln_f"]["gamma"], params["ln_f"]["beta"], config.ln_eps)
     w = mask.astype(E.dtype)                                          # (B, T)
     w /= w.sum(axis=1, keepdims=True)                                 # (B, T) 1/n_real at real tokens, else 0
     pooled = np.einsum("bt,btc->bc", w, x)                            # (B, C) mean over real tokens
-    logits, c_head = linear.forward(pooled, params["head"]["W"], params["head"]["b"])   # (B, K)
+    logits, c_head = linear.forward_fast(pooled, params["head"]["W"], params["head"]["b"])   # (B, K)
     return logits, (c_emb, scale, layer_caches, c_ln, w, c_head)
 
 
@@ -201,20 +198,20 @@ def backward(dlogits, cache):
     check_float("dlogits", dlogits)
     grads = {}
     # forward: z = pooled W + b
-    dpooled, dW, db = linear.backward(dlogits, c_head)                # (B, C)
+    dpooled, dW, db = linear.backward_fast(dlogits, c_head)                # (B, C)
     grads["head"] = {"W": dW, "b": db}
     # forward: pooled = sum_t w_t x_t
     dx = w[:, :, None] * dpooled[:, None, :]                          # (B, T, C)
     if c_ln is not None:
         # forward: x = LN_f(h)
-        dx, dgamma, dbeta = layernorm.backward(dx, c_ln)
+        dx, dgamma, dbeta = layernorm.backward_fast(dx, c_ln)
         grads["ln_f"] = {"gamma": dgamma, "beta": dbeta}
     layer_grads = []
     for c in reversed(layer_caches):
         # forward: x_l = Encoder_l(x_{l-1})
         dx, dp = layers.encoder_layer_backward(dx, c)
         layer_grads.append(dp)
-    grads["layers"] = layer_grads[::-1]
+    grads["blocks"] = layer_grads[::-1]
     # forward: x_0 = scale * E[ids] + PE   (PE is a constant)
     grads["wte"] = embedding.backward(scale * dx, c_emb)              # (V, C)
     return grads

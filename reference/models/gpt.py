@@ -2,38 +2,47 @@
 
 Names as in llm.c: B batch, T sequence length, C = d_model, H heads, d_k = C / H, V vocabulary, L layers::
 
-    x_0   = wte[ids] + wpe[:T]                                    (B, T, C)   token + position embeddings
-    for each of the L blocks (pre-LN):
-        x = x + Wo( causal_attention( LN1(x) Wq, LN1(x) Wk, LN1(x) Wv ) )
+    x_0   = wte[ids] + P[positions]                               (B, T, C)   token + position embeddings
+    for each of the L blocks (pre-LN):                            block_forward
+        x = x + Attn( LN1(x) )                                    causal multi-head self-attention
         x = x + FFN( LN2(x) )                                     FFN(h) = gelu_tanh(h W1 + b1) W2 + b2
     logits = LN_f(x_L) wte^T                                      (B, T, V)   output head tied to the embedding
 
-Every equation above lives in its own op (``embedding``, ``layernorm``, ``linear``, ``attention``, ``ffn``); this
-file only wires them together and, in ``backward``, walks the same wiring in reverse. Two places receive a gradient
-from two paths and add them: the residual stream (``dx`` flows through the skip and through the branch) and the tied
-matrix ``wte`` (used by the lookup and by the output head).
+P is the position table (:func:`position_table`): the learned ``wpe`` or the fixed sinusoids. Every equation lives
+in its own op (``embedding``, ``layernorm``, ``linear``, ``attention``, ``ffn``; the model calls their fast variants);
+this file only wires them together and, in the backward functions, walks the same wiring in reverse. Two places
+receive a gradient from two paths and add them: the residual stream (``dx`` flows through the skip and through the
+branch) and the tied matrix ``wte`` (used by the lookup and by the output head).
 
-The three projections Q, K, V are kept as three parameters (``Wq``, ``Wk``, ``Wv``), as in the material, and run as
-one fused matmul ``LN1(x) [Wq | Wk | Wv]`` (GPT-2's ``c_attn``): one big GEMM is faster than three small ones.
+One block is one pair of functions, :func:`block_forward` and :func:`block_backward`, built from two parts that can
+be swapped one at a time: the attention sublayer (:func:`attention_forward`/:func:`attention_backward`) and the
+feed-forward op. The three projections Q, K, V are kept as three parameters (``Wq``, ``Wk``, ``Wv``), as in the
+material, and run as one fused matmul ``LN1(x) [Wq | Wk | Wv]`` (GPT-2's ``c_attn``): one big GEMM is faster than
+three small ones.
+
+Decoding with a KV cache runs through the same blocks: :func:`forward` takes the keys and values of earlier
+positions (``past``), their ``positions`` and a ``mask``, and :func:`kv` reads the keys and values of every
+position back from its cache (``reference/inference/decoding.py`` builds on these).
 """
 import dataclasses
+from typing import NamedTuple
 
 import numpy as np
 
 from reference import tree
-from reference._checks import check_float, check_ids, check_int
-from reference.ops import attention, cross_entropy, embedding, ffn, layernorm, linear, positional
+from reference._checks import check_choice, check_float, check_ids, check_int
+from reference.ops import activations, attention, cross_entropy, embedding, ffn, layernorm, linear, positional
 from reference.training import init
 
 POSITIONALS = ("learned", "sinusoidal")
-ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
 
 
 @dataclasses.dataclass(frozen=True)
 class GPTConfig:
     """Shape of the model. ``d_ff = 4 * d_model`` and ``d_k = d_model / n_head``, as in GPT-2.
 
-    Invalid values raise ``ValueError`` at construction, so a bad config fails before any array is made.
+    Invalid values raise ``ValueError`` (``TypeError`` for a value of the wrong kind) at construction, so a bad
+    config fails before any array is made.
     """
 
     vocab_size: int
@@ -42,7 +51,7 @@ class GPTConfig:
     n_head: int
     d_model: int
     positional: str = "learned"
-    activation: str = "gelu_tanh"
+    activation: str = "gelu_tanh"               # a name in reference.ops.activations.ACTIVATIONS
     ln_eps: float = 1e-5
 
     def __post_init__(self):
@@ -53,10 +62,8 @@ class GPTConfig:
         if self.d_model % self.n_head != 0:
             raise ValueError(f"GPTConfig: d_model={self.d_model} is not divisible by n_head={self.n_head}; "
                              f"each head needs d_k = d_model / n_head channels")
-        if self.positional not in POSITIONALS:
-            raise ValueError(f"GPTConfig.positional: expected one of {POSITIONALS}, got {self.positional!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"GPTConfig.activation: expected one of {ACTIVATIONS}, got {self.activation!r}")
+        check_choice("GPTConfig.positional", self.positional, POSITIONALS)
+        check_choice("GPTConfig.activation", self.activation, tuple(activations.ACTIVATIONS))
         if not self.ln_eps > 0:
             raise ValueError(f"GPTConfig.ln_eps: expected a positive float, got {self.ln_eps!r}")
 
@@ -115,7 +122,7 @@ def init_params(config, rng, dtype=np.float32):
          "attn": {"Wq": normal((C, C)), "Wk": normal((C, C)), "Wv": normal((C, C)), "Wo": resid((C, C)),
                   "bq": zeros(C), "bk": zeros(C), "bv": zeros(C), "bo": zeros(C)},
          "ln2": ln(),
-         "mlp": {"W1": normal((C, F)), "b1": zeros(F), "W2": resid((F, C)), "b2": zeros(C)}}
+         "ffn": {"W1": normal((C, F)), "b1": zeros(F), "W2": resid((F, C)), "b2": zeros(C)}}
         for _ in range(L)]
     params["ln_f"] = ln()
     return params
@@ -124,6 +131,13 @@ def init_params(config, rng, dtype=np.float32):
 def n_params(params):
     """Number of scalars in ``params``; the tied head adds nothing, it is ``wte``."""
     return int(sum(a.size for a in tree.flatten(params).values()))
+
+
+def position_table(params, config, dtype):
+    """The (block_size, C) position table P: the learned ``wpe``, or the fixed sinusoids in ``dtype``."""
+    if config.positional == "learned":
+        return params["wpe"]
+    return positional.sinusoidal(config.block_size, config.d_model, dtype=np.float64).astype(dtype)
 
 
 def _check_params(params, config):
@@ -136,7 +150,7 @@ def _check_params(params, config):
     for i in range(config.n_layer):
         p = f"blocks.{i}."
         expected.update({p + "ln1.gamma": (C,), p + "ln1.beta": (C,), p + "ln2.gamma": (C,), p + "ln2.beta": (C,),
-                         p + "mlp.W1": (C, F), p + "mlp.b1": (F,), p + "mlp.W2": (F, C), p + "mlp.b2": (C,)})
+                         p + "ffn.W1": (C, F), p + "ffn.b1": (F,), p + "ffn.W2": (F, C), p + "ffn.b2": (C,)})
         expected.update({p + f"attn.W{n}": (C, C) for n in "qkvo"})
         expected.update({p + f"attn.b{n}": (C,) for n in "qkvo"})
     flat = tree.flatten(params)
@@ -153,57 +167,135 @@ def _check_params(params, config):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Forward and backward
+# One block: the attention sublayer, the feed-forward sublayer, each pre-LN with a residual
 # ---------------------------------------------------------------------------------------------------------------
 
-def _positions(params, config, T, dtype):
-    """The (T, C) position table: rows of the learned ``wpe``, or the fixed sinusoids."""
-    if config.positional == "learned":
-        return params["wpe"][:T]
-    return positional.sinusoidal(T, config.d_model, dtype=np.float64).astype(dtype)
+class KV(NamedTuple):
+    """The keys and values of one layer, every position so far: (B, H, T, d_k) each."""
+
+    k: np.ndarray
+    v: np.ndarray
 
 
-def _attention_forward(h, p, n_head, mask):
-    """Causal multi-head self-attention on ``h`` (B, T, C), Q/K/V from one fused matmul."""
+class AttentionSublayerCache(NamedTuple):
+    qkv: linear.LinearCache                     # qkv = h [Wq | Wk | Wv] + [bq | bk | bv]
+    attn: attention.AttentionCache              # heads = Attention(q, [past k; k], [past v; v])
+    out: linear.LinearCache                     # y = Concat(heads) Wo + bo
+
+
+class BlockCache(NamedTuple):
+    ln1: tuple                                  # the LayerNorm caches
+    attn: AttentionSublayerCache
+    ln2: tuple
+    ffn: ffn.FfnCache
+
+
+def attention_forward(h, p, config, mask, past=None):
+    """Causal multi-head self-attention on ``h`` (B, T, C), Q/K/V from one fused matmul.
+
+    ``past`` (a :class:`KV` of (B, H, T_past, d_k) arrays, or None) holds the keys and values of earlier positions;
+    the new ones are appended to them. ``mask`` (bool) broadcasts to (B, H, T, T_past + T).
+
+    Returns ``(y (B, T, C), cache, KV of all T_past + T positions)``.
+    """
     B, T, C = h.shape
-    d_k = C // n_head
+    H = config.n_head
     W_qkv = np.concatenate([p["Wq"], p["Wk"], p["Wv"]], axis=1)   # (C, 3C)
     b_qkv = np.concatenate([p["bq"], p["bk"], p["bv"]])            # (3C,)
-    qkv, qkv_cache = linear.forward(h, W_qkv, b_qkv)              # (B, T, 3C)
+    qkv, qkv_cache = linear.forward_fast(h, W_qkv, b_qkv)         # (B, T, 3C)
     # split the channels into (Q|K|V, head, d_k) and move heads next to batch
-    q, k, v = qkv.reshape(B, T, 3, n_head, d_k).transpose(2, 0, 3, 1, 4)   # each (B, H, T, d_k)
-    a, attn_cache = attention.forward(q, k, v, mask=mask)        # (B, H, T, d_k)
-    a = a.transpose(0, 2, 1, 3).reshape(B, T, C)                 # (B, T, C) heads concatenated
-    y, out_cache = linear.forward(a, p["Wo"], p["bo"])           # (B, T, C)
-    return y, (qkv_cache, attn_cache, out_cache, n_head)
+    q, k, v = qkv.reshape(B, T, 3, H, C // H).transpose(2, 0, 3, 1, 4)   # each (B, H, T, d_k)
+    if past is not None:
+        k = np.concatenate([past.k, k], axis=2)                   # (B, H, T_past + T, d_k)
+        v = np.concatenate([past.v, v], axis=2)
+    heads, attn_cache = attention.forward_fast(q, k, v, mask)      # (B, H, T, d_k)
+    a = heads.transpose(0, 2, 1, 3).reshape(B, T, C)              # (B, T, C) heads concatenated
+    y, out_cache = linear.forward_fast(a, p["Wo"], p["bo"])       # (B, T, C)
+    return y, AttentionSublayerCache(qkv_cache, attn_cache, out_cache), KV(attn_cache.k, attn_cache.v)
 
 
-def _attention_backward(dy, cache):
-    """Gradients of :func:`_attention_forward`: dL/dh and the eight attention parameters' gradients."""
-    qkv_cache, attn_cache, out_cache, n_head = cache
+def attention_backward(dy, cache):
+    """Gradients of :func:`attention_forward`: dL/dh and the eight attention parameters' gradients.
+
+    The keys and values of ``past`` are constants here: their gradients are dropped.
+    """
     B, T, C = dy.shape
-    d_k = C // n_head
+    H = cache.attn.qs.shape[1]
     # forward: y = a Wo + bo
-    da, dWo, dbo = linear.backward(dy, out_cache)                # (B, T, C)
+    da, dWo, dbo = linear.backward_fast(dy, cache.out)            # (B, T, C)
     # forward: a = concat_heads(attention(q, k, v))
-    da = da.reshape(B, T, n_head, d_k).transpose(0, 2, 1, 3)     # (B, H, T, d_k)
-    dq, dk, dv = attention.backward(da, attn_cache)              # each (B, H, T, d_k)
-    # forward: q, k, v = split_heads(qkv)
-    dqkv = np.empty((B, T, 3, n_head, d_k), dtype=dy.dtype)     # (B, T, 3, H, d_k)
-    for i, d in enumerate((dq, dk, dv)):
-        dqkv[:, :, i] = d.transpose(0, 2, 1, 3)                  # (B, T, H, d_k)
-    dqkv = dqkv.reshape(B, T, 3 * C)                             # (B, T, 3C)
+    dheads = da.reshape(B, T, H, C // H).transpose(0, 2, 1, 3)    # (B, H, T, d_k)
+    dq, dk, dv = attention.backward_fast(dheads, cache.attn)      # (B, H, T, d_k); dk, dv (B, H, T_past + T, d_k)
+    T_past = dk.shape[2] - T
+    # forward: q, k, v = split_heads(qkv)   (the last T keys and values are this call's)
+    dqkv = np.empty((B, T, 3, H, C // H), dtype=dy.dtype)         # (B, T, 3, H, d_k)
+    for i, d in enumerate((dq, dk[:, :, T_past:], dv[:, :, T_past:])):
+        dqkv[:, :, i] = d.transpose(0, 2, 1, 3)                   # (B, T, H, d_k)
     # forward: qkv = h [Wq | Wk | Wv] + [bq | bk | bv]
-    dh, dW_qkv, db_qkv = linear.backward(dqkv, qkv_cache)        # (B, T, C), (C, 3C), (3C,)
+    dh, dW_qkv, db_qkv = linear.backward_fast(dqkv.reshape(B, T, 3 * C), cache.qkv)   # (B, T, C), (C, 3C), (3C,)
     dWq, dWk, dWv = (np.ascontiguousarray(w) for w in np.split(dW_qkv, 3, axis=1))
     # dbk is 0 up to round-off: q . (k + bk) shifts a query's scores over all keys by the same q . bk, and the
     # softmax ignores a shift (the tests check this; GPT-2 keeps the bias anyway)
     dbq, dbk, dbv = np.split(db_qkv, 3)
-    grads = {"Wq": dWq, "Wk": dWk, "Wv": dWv, "Wo": dWo, "bq": dbq, "bk": dbk, "bv": dbv, "bo": dbo}
-    return dh, grads
+    return dh, {"Wq": dWq, "Wk": dWk, "Wv": dWv, "Wo": dWo, "bq": dbq, "bk": dbk, "bv": dbv, "bo": dbo}
 
 
-def forward(params, config, ids):
+def block_forward(x, p, config, mask=None, past=None):
+    """One pre-LN block: ``x + Attn(LN1(x))``, then ``+ FFN(LN2(.))``.
+
+    Parameters
+    ----------
+    x : (B, T, C) the residual stream (not changed)
+    p : the block's params, ``{"ln1", "attn", "ln2", "ffn"}``
+    config : GPTConfig
+    mask : bool, broadcastable to (B, H, T, T_past + T); None: causal (:func:`attention.causal_mask`)
+    past : KV or None, the keys and values of T_past earlier positions
+
+    Returns
+    -------
+    y : (B, T, C)
+    cache : BlockCache, for :func:`block_backward`
+    kv : KV of all T_past + T positions
+    """
+    if mask is None:
+        mask = attention.causal_mask(x.shape[1], x.shape[1] + (0 if past is None else past.k.shape[2]))
+    h, ln1_cache = layernorm.forward_fast(x, p["ln1"]["gamma"], p["ln1"]["beta"], config.ln_eps)
+    a, attn_cache, kv = attention_forward(h, p["attn"], config, mask, past)
+    x = x + a                                                       # a new array: the LN cache holds the old x
+    h, ln2_cache = layernorm.forward_fast(x, p["ln2"]["gamma"], p["ln2"]["beta"], config.ln_eps)
+    f = p["ffn"]
+    m, ffn_cache = ffn.forward_fast(h, f["W1"], f["b1"], f["W2"], f["b2"], config.activation)
+    return x + m, BlockCache(ln1_cache, attn_cache, ln2_cache, ffn_cache), kv
+
+
+def block_backward(dy, cache):
+    """Gradients of :func:`block_forward`: ``(dx (B, T, C), grads with the nesting of the block's params)``."""
+    # forward: y = x + FFN(LN2(x))   (dy reaches x through the skip and through the branch)
+    dh, dW1, db1, dW2, db2 = ffn.backward_fast(dy, cache.ffn)
+    dh, dgamma2, dbeta2 = layernorm.backward_fast(dh, cache.ln2)
+    dx = dy + dh
+    # forward: x = x_in + Attn(LN1(x_in))
+    dh, dattn = attention_backward(dx, cache.attn)
+    dh, dgamma1, dbeta1 = layernorm.backward_fast(dh, cache.ln1)
+    dx += dh
+    return dx, {"ln1": {"gamma": dgamma1, "beta": dbeta1}, "attn": dattn, "ln2": {"gamma": dgamma2, "beta": dbeta2},
+                "ffn": {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------------------------
+
+class GPTCache(NamedTuple):
+    config: GPTConfig
+    emb: embedding.EmbeddingCache
+    positions: np.ndarray                       # (T,) or (B, T) the position of every token
+    blocks: list                                # a BlockCache per layer
+    ln_f: tuple
+    head: linear.LinearCache                    # logits = xf wte^T, xf = LN_f(x_L)
+
+
+def forward(params, config, ids, *, past=None, positions=None, mask=None):
     r"""Logits of the next token at every position.
 
     Parameters
@@ -211,45 +303,53 @@ def forward(params, config, ids):
     params : dict
         ``{"wte": (V, C), "wpe": (block_size, C) [learned positions only], "blocks": [{"ln1": {gamma, beta},
         "attn": {Wq, Wk, Wv, Wo (C, C), bq, bk, bv, bo (C,)}, "ln2": {gamma, beta},
-        "mlp": {W1 (C, 4C), b1 (4C,), W2 (4C, C), b2 (C,)}} x n_layer], "ln_f": {gamma, beta}}``,
+        "ffn": {W1 (C, 4C), b1 (4C,), W2 (4C, C), b2 (C,)}} x n_layer], "ln_f": {gamma, beta}}``,
         all float32 or all float64.
     config : GPTConfig
-    ids : int ndarray (B, T), T <= config.block_size, values in [0, V)
+    ids : int ndarray (B, T), values in [0, V)
+    past : sequence of n_layer :class:`KV`, optional
+        Keys and values of T_past earlier positions (decoding with a KV cache); default none.
+    positions : int ndarray (T,) or (B, T), optional
+        Position of each token, < block_size; default ``0 .. T-1`` (which needs T <= block_size).
+    mask : bool ndarray broadcastable to (B, H, T, T_past + T), optional
+        True = may attend; default causal.
 
     Returns
     -------
     logits : (B, T, V), the dtype of the params.
         :math:`\mathrm{logits} = \mathrm{LN}_f(x_L)\, W_{te}^\top`
-    cache : what :func:`backward` needs.
+    cache : GPTCache, what :func:`backward` needs; :func:`kv` reads the keys and values from it.
     """
     dtype = _check_params(params, config)
     check_ids("ids", ids, config.vocab_size)
     if ids.ndim != 2:
         raise ValueError(f"ids: expected shape (B, T), got {ids.shape}")
     B, T = ids.shape
-    if T > config.block_size:
-        raise ValueError(f"ids: sequence length T={T} exceeds the model's block_size={config.block_size} "
-                         f"(the positional table has {config.block_size} rows)")
+    if positions is None:
+        if T > config.block_size:
+            raise ValueError(f"ids: sequence length T={T} exceeds the model's block_size={config.block_size} "
+                             f"(the positional table has {config.block_size} rows)")
+        positions = np.arange(T)
+    elif positions.size and (positions.min() < 0 or positions.max() >= config.block_size):
+        raise ValueError(f"positions: expected values in [0, block_size={config.block_size}), "
+                         f"got [{positions.min()}, {positions.max()}]")
+    if past is not None and len(past) != config.n_layer:
+        raise ValueError(f"past: expected {config.n_layer} layers of keys and values, got {len(past)}")
 
-    tok, emb_cache = embedding.forward(ids, params["wte"])          # (B, T, C)
-    x = tok + _positions(params, config, T, dtype)                   # (B, T, C)
-    mask = attention.causal_mask(T, T)                               # (T, T) True = may attend
+    tok, emb_cache = embedding.forward(ids, params["wte"])           # (B, T, C)
+    x = tok + position_table(params, config, dtype)[positions]       # (B, T, C)
     block_caches = []
-    for p in params["blocks"]:
-        # x = x + MHA(LN1(x))
-        h, ln1_cache = layernorm.forward(x, p["ln1"]["gamma"], p["ln1"]["beta"], eps=config.ln_eps)
-        y, attn_cache = _attention_forward(h, p["attn"], config.n_head, mask)
-        x += y                                                       # in place: no cache holds the stream
-        # x = x + FFN(LN2(x))
-        h, ln2_cache = layernorm.forward(x, p["ln2"]["gamma"], p["ln2"]["beta"], eps=config.ln_eps)
-        m = p["mlp"]
-        y, ffn_cache = ffn.forward(h, m["W1"], m["b1"], m["W2"], m["b2"], activation=config.activation)
-        x += y
-        block_caches.append((ln1_cache, attn_cache, ln2_cache, ffn_cache))
-    xf, lnf_cache = layernorm.forward(x, params["ln_f"]["gamma"], params["ln_f"]["beta"], eps=config.ln_eps)
-    logits = xf @ params["wte"].T                                    # (B, T, V) tied output head
-    cache = (config, params["wte"], emb_cache, block_caches, xf, lnf_cache, T)
-    return logits, cache
+    for layer, p in enumerate(params["blocks"]):
+        x, c, _ = block_forward(x, p, config, mask, None if past is None else past[layer])
+        block_caches.append(c)
+    xf, lnf_cache = layernorm.forward_fast(x, params["ln_f"]["gamma"], params["ln_f"]["beta"], config.ln_eps)
+    logits, head_cache = linear.forward_fast(xf, params["wte"].T)    # (B, T, V) tied output head: xf wte^T
+    return logits, GPTCache(config, emb_cache, positions, block_caches, lnf_cache, head_cache)
+
+
+def kv(cache):
+    """The keys and values of every layer after a :func:`forward` (past and new positions): a tuple of :class:`KV`."""
+    return tuple(KV(c.attn.attn.k, c.attn.attn.v) for c in cache.blocks)
 
 
 def backward(dlogits, cache):
@@ -258,44 +358,36 @@ def backward(dlogits, cache):
     Parameters
     ----------
     dlogits : (B, T, V), the dtype of the params
-    cache : from :func:`forward`
+    cache : GPTCache, from :func:`forward`
 
     Returns
     -------
     grads : dict with exactly the nesting and shapes of ``params``.
     """
-    config, wte, emb_cache, block_caches, xf, lnf_cache, T = cache
+    config, xf = cache.config, cache.head.x
     check_float("dlogits", dlogits)
     if dlogits.shape != xf.shape[:2] + (config.vocab_size,):
         raise ValueError(f"dlogits: expected shape {xf.shape[:2] + (config.vocab_size,)}, got {dlogits.shape}")
-    if dlogits.dtype != wte.dtype:
-        raise TypeError(f"dlogits: expected dtype {wte.dtype} (the params' dtype), got {dlogits.dtype}")
-    V, C = wte.shape
+    if dlogits.dtype != xf.dtype:
+        raise TypeError(f"dlogits: expected dtype {xf.dtype} (the params' dtype), got {dlogits.dtype}")
+    C = config.d_model
     # forward: logits = xf wte^T   (the head's share of dwte)
-    dxf = dlogits @ wte                                              # (B, T, C)
-    dwte = dlogits.reshape(-1, V).T @ xf.reshape(-1, C)              # (V, C)
+    dxf, dwte_T, _ = linear.backward_fast(dlogits, cache.head)      # (B, T, C), (C, V)
+    dwte = np.ascontiguousarray(dwte_T.T)                            # (V, C)
     # forward: xf = LN_f(x)
-    dx, dgamma_f, dbeta_f = layernorm.backward(dxf, lnf_cache)       # (B, T, C)
+    dx, dgamma_f, dbeta_f = layernorm.backward_fast(dxf, cache.ln_f) # (B, T, C)
     block_grads = []
-    for ln1_cache, attn_cache, ln2_cache, ffn_cache in reversed(block_caches):
-        # forward: x = x + FFN(LN2(x))   (dx reaches the input through the skip and through the branch)
-        dh, dW1, db1, dW2, db2 = ffn.backward(dx, ffn_cache)
-        dh, dgamma2, dbeta2 = layernorm.backward(dh, ln2_cache)
-        dx += dh                                                     # in place: no gradient returned aliases dx
-        # forward: x = x + MHA(LN1(x))
-        dh, dattn = _attention_backward(dx, attn_cache)
-        dh, dgamma1, dbeta1 = layernorm.backward(dh, ln1_cache)
-        dx += dh
-        block_grads.append({"ln1": {"gamma": dgamma1, "beta": dbeta1}, "attn": dattn,
-                            "ln2": {"gamma": dgamma2, "beta": dbeta2},
-                            "mlp": {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}})
+    for c in reversed(cache.blocks):
+        dx, g = block_backward(dx, c)
+        block_grads.append(g)
     block_grads.reverse()
-    # forward: x_0 = wte[ids] + wpe[:T]   (the lookup's share of dwte adds to the head's)
-    dwte += embedding.backward(dx, emb_cache)                        # (V, C)
+    # forward: x_0 = wte[ids] + P[positions]   (the lookup's share of dwte adds to the head's)
+    dwte += embedding.backward(dx, cache.emb)                        # (V, C)
     grads = {"wte": dwte}
     if config.positional == "learned":
-        dwpe = np.zeros((config.block_size, C), dtype=wte.dtype)     # rows >= T were not used: zero gradient
-        dwpe[:T] = dx.sum(axis=0)                                    # (T, C)
+        dwpe = np.zeros((config.block_size, C), dtype=xf.dtype)      # positions never used: zero gradient
+        positions = np.broadcast_to(cache.positions, dx.shape[:2])   # (B, T)
+        np.add.at(dwpe, positions.reshape(-1), dx.reshape(-1, C))    # a position used by several rows adds up
         grads["wpe"] = dwpe
     grads["blocks"] = block_grads
     grads["ln_f"] = {"gamma": dgamma_f, "beta": dbeta_f}
@@ -365,7 +457,7 @@ def from_hf_gpt2(state_dict, n_head):
                      "Wo": take(p + "attn.c_proj.weight"), "bq": bq, "bk": bk, "bv": bv,
                      "bo": take(p + "attn.c_proj.bias")},
             "ln2": ln(p + "ln_2"),
-            "mlp": {"W1": take(p + "mlp.c_fc.weight"), "b1": take(p + "mlp.c_fc.bias"),
+            "ffn": {"W1": take(p + "mlp.c_fc.weight"), "b1": take(p + "mlp.c_fc.bias"),
                     "W2": take(p + "mlp.c_proj.weight"), "b2": take(p + "mlp.c_proj.bias")}})
     params = {"wte": np.array(wte), "wpe": np.array(wpe), "blocks": blocks, "ln_f": ln("transformer.ln_f")}
     if sd:
@@ -385,7 +477,7 @@ def to_hf_gpt2(params):
     sd = {"transformer.wte.weight": params["wte"], "transformer.wpe.weight": params["wpe"]}
     for i, p in enumerate(params["blocks"]):
         h = f"transformer.h.{i}."
-        a, m = p["attn"], p["mlp"]
+        a, m = p["attn"], p["ffn"]
         sd.update({
             h + "ln_1.weight": p["ln1"]["gamma"], h + "ln_1.bias": p["ln1"]["beta"],
             h + "attn.c_attn.weight": np.concatenate([a["Wq"], a["Wk"], a["Wv"]], axis=1),

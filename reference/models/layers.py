@@ -10,13 +10,14 @@ Encoder layer:  self-attention, then the position-wise FFN.
 Decoder layer:  masked self-attention, then cross-attention (queries from the decoder, keys and values from the
 encoder's output ``memory``), then the FFN.
 
-Shapes: ``x`` (B, T, C) for the decoder input or encoder input, ``memory`` (B, S, C); C = d_model, H = n_heads.
+Shapes: ``x`` (B, T, C) for the decoder input or encoder input, ``memory`` (B, S, C); C = d_model, H = n_head.
+The layers call the fast variants of the ops (``multihead``, ``ffn``, ``layernorm``).
 
 Parameters are nested dicts, and the gradients come back with the same nesting::
 
-    encoder: {"self_attn": {Wq, Wk, Wv, Wo, [bq, bk, bv, bo]}, "ln1": {gamma, beta},
+    encoder: {"attn": {Wq, Wk, Wv, Wo, [bq, bk, bv, bo]}, "ln1": {gamma, beta},
               "ffn": {W1, b1, W2, b2}, "ln2": {gamma, beta}}
-    decoder: {"self_attn": ..., "ln1": ..., "cross_attn": ..., "ln2": ..., "ffn": ..., "ln3": ...}
+    decoder: {"attn": ..., "ln1": ..., "cross_attn": ..., "ln2": ..., "ffn": ..., "ln3": ...}
 
 In post-LN, ``ln1`` normalises after the first sublayer's residual sum; in pre-LN it normalises the first
 sublayer's input (and so on for ``ln2`` and ``ln3``). A pre-LN stack needs one more LayerNorm after its last
@@ -27,8 +28,8 @@ from reference._checks import check_float
 from reference.ops import ffn, layernorm, multihead
 
 NORMS = ("post", "pre")
-ENCODER_KEYS = ("self_attn", "ln1", "ffn", "ln2")
-DECODER_KEYS = ("self_attn", "ln1", "cross_attn", "ln2", "ffn", "ln3")
+ENCODER_KEYS = ("attn", "ln1", "ffn", "ln2")
+DECODER_KEYS = ("attn", "ln1", "cross_attn", "ln2", "ffn", "ln3")
 
 
 def _check_layer_args(x, params, keys, norm):
@@ -51,9 +52,9 @@ def _add_norm_forward(x, sublayer, ln, norm, eps):
     """post: y = LN(x + S(x));  pre: y = x + S(LN(x)).   x, y: (B, T, C)."""
     if norm == "post":
         s, c_sub = sublayer(x)                                        # (B, T, C)
-        y, c_ln = layernorm.forward(x + s, ln["gamma"], ln["beta"], eps)
+        y, c_ln = layernorm.forward_fast(x + s, ln["gamma"], ln["beta"], eps)
     else:
-        u, c_ln = layernorm.forward(x, ln["gamma"], ln["beta"], eps)  # (B, T, C)
+        u, c_ln = layernorm.forward_fast(x, ln["gamma"], ln["beta"], eps)  # (B, T, C)
         s, c_sub = sublayer(u)                                        # (B, T, C)
         y = x + s
     return y, (norm, c_sub, c_ln)
@@ -64,58 +65,58 @@ def _add_norm_backward(dy, cache, sublayer_backward):
     norm, c_sub, c_ln = cache
     if norm == "post":
         # forward: y = LN(r), r = x + S(x)
-        dr, dgamma, dbeta = layernorm.backward(dy, c_ln)              # (B, T, C)
+        dr, dgamma, dbeta = layernorm.backward_fast(dy, c_ln)              # (B, T, C)
         ds_dx, extra = sublayer_backward(dr, c_sub)
         dx = dr + ds_dx                       # the residual path and the path through the sublayer
     else:
         # forward: y = x + S(u), u = LN(x)
         du, extra = sublayer_backward(dy, c_sub)                      # (B, T, C)
-        dx_ln, dgamma, dbeta = layernorm.backward(du, c_ln)
+        dx_ln, dgamma, dbeta = layernorm.backward_fast(du, c_ln)
         dx = dy + dx_ln                       # the residual path and the path through LN and the sublayer
     return dx, extra, {"gamma": dgamma, "beta": dbeta}
 
 
 # The three sublayers.
 
-def _self_attention(p, n_heads, mask):
+def _self_attention(p, n_head, mask):
     def fwd(u):
-        return multihead.forward(u, u, p, n_heads, mask)
+        return multihead.forward_fast(u, u, p, n_head, mask)
     return fwd
 
 
 def _self_attention_backward(ds, cache):
     # forward: s = MHA(u, u): u is both the queries' and the keys'/values' input, so its gradient is the sum.
-    du_q, du_kv, dp = multihead.backward(ds, cache)
+    du_q, du_kv, dp = multihead.backward_fast(ds, cache)
     return du_q + du_kv, dp
 
 
-def _cross_attention(p, n_heads, memory, mask):
+def _cross_attention(p, n_head, memory, mask):
     def fwd(u):
-        return multihead.forward(u, memory, p, n_heads, mask)
+        return multihead.forward_fast(u, memory, p, n_head, mask)
     return fwd
 
 
 def _cross_attention_backward(ds, cache):
     # forward: s = MHA(u, memory)
-    du, dmemory, dp = multihead.backward(ds, cache)
+    du, dmemory, dp = multihead.backward_fast(ds, cache)
     return du, (dmemory, dp)
 
 
 def _feed_forward(p, activation):
     def fwd(u):
-        return ffn.forward(u, p["W1"], p["b1"], p["W2"], p["b2"], activation)
+        return ffn.forward_fast(u, p["W1"], p["b1"], p["W2"], p["b2"], activation)
     return fwd
 
 
 def _feed_forward_backward(ds, cache):
     # forward: s = act(u W1 + b1) W2 + b2
-    du, dW1, db1, dW2, db2 = ffn.backward(ds, cache)
+    du, dW1, db1, dW2, db2 = ffn.backward_fast(ds, cache)
     return du, {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
 
 
 # ---------------------------------------------------------------------------------------------------------------
 
-def encoder_layer_forward(x, params, n_heads, mask=None, norm="post", eps=1e-5, activation="relu"):
+def encoder_layer_forward(x, params, n_head, mask=None, norm="post", eps=1e-5, activation="relu"):
     r"""One encoder layer: self-attention and FFN, each with Add & Norm.
 
     post-LN (paper):
@@ -134,9 +135,9 @@ def encoder_layer_forward(x, params, n_heads, mask=None, norm="post", eps=1e-5, 
     ----------
     x : ndarray (B, T, C), float32 or float64
     params : dict
-        ``{"self_attn", "ln1", "ffn", "ln2"}`` (see the module docstring).
-    n_heads : int
-    mask : bool ndarray broadcastable to (B, H, T, T), optional
+        ``{"attn", "ln1", "ffn", "ln2"}`` (see the module docstring).
+    n_head : int
+    mask : bool ndarray (T, T) or (B, H, T, T), axes of size 1 broadcast, optional (see ``multihead``)
         True = may attend; e.g. a source padding mask ``pad[:, None, None, :]``.
     norm : {"post", "pre"}
     eps : float
@@ -150,7 +151,7 @@ def encoder_layer_forward(x, params, n_heads, mask=None, norm="post", eps=1e-5, 
     cache : tuple
     """
     _check_layer_args(x, params, ENCODER_KEYS, norm)
-    h, c1 = _add_norm_forward(x, _self_attention(params["self_attn"], n_heads, mask), params["ln1"], norm, eps)
+    h, c1 = _add_norm_forward(x, _self_attention(params["attn"], n_head, mask), params["ln1"], norm, eps)
     y, c2 = _add_norm_forward(h, _feed_forward(params["ffn"], activation), params["ln2"], norm, eps)
     return y, (c1, c2)
 
@@ -173,10 +174,10 @@ def encoder_layer_backward(dy, cache):
     dh, dffn, dln2 = _add_norm_backward(dy, c2, _feed_forward_backward)
     # forward: h = AddNorm_1(x, MHA(., .))
     dx, dattn, dln1 = _add_norm_backward(dh, c1, _self_attention_backward)
-    return dx, {"self_attn": dattn, "ln1": dln1, "ffn": dffn, "ln2": dln2}
+    return dx, {"attn": dattn, "ln1": dln1, "ffn": dffn, "ln2": dln2}
 
 
-def decoder_layer_forward(x, memory, params, n_heads, self_mask=None, cross_mask=None, norm="post", eps=1e-5,
+def decoder_layer_forward(x, memory, params, n_head, self_mask=None, cross_mask=None, norm="post", eps=1e-5,
                           activation="relu"):
     r"""One decoder layer: masked self-attention, cross-attention to ``memory``, FFN, each with Add & Norm.
 
@@ -197,12 +198,12 @@ def decoder_layer_forward(x, memory, params, n_heads, self_mask=None, cross_mask
     memory : ndarray (B, S, C)
         Encoder output.
     params : dict
-        ``{"self_attn", "ln1", "cross_attn", "ln2", "ffn", "ln3"}``.
-    n_heads : int
-    self_mask : bool ndarray broadcastable to (B, H, T, T), optional
+        ``{"attn", "ln1", "cross_attn", "ln2", "ffn", "ln3"}``.
+    n_head : int
+    self_mask : bool ndarray (T, T) or (B, H, T, T), axes of size 1 broadcast, optional
         True = may attend. The caller passes the causal mask (``attention.causal_mask(T, T)``), combined with
         any target padding; the layer adds nothing on its own.
-    cross_mask : bool ndarray broadcastable to (B, H, T, S), optional
+    cross_mask : bool ndarray (T, S) or (B, H, T, S), axes of size 1 broadcast, optional
         Typically the source padding mask ``pad[:, None, None, :]``.
     norm : {"post", "pre"}
     eps : float
@@ -218,8 +219,8 @@ def decoder_layer_forward(x, memory, params, n_heads, self_mask=None, cross_mask
     if memory.ndim != 3 or memory.shape[0] != x.shape[0] or memory.shape[2] != x.shape[2]:
         raise ValueError(f"memory: expected shape ({x.shape[0]}, S, {x.shape[2]}) to match x {x.shape}, "
                          f"got {memory.shape}")
-    h1, c1 = _add_norm_forward(x, _self_attention(params["self_attn"], n_heads, self_mask), params["ln1"], norm, eps)
-    h2, c2 = _add_norm_forward(h1, _cross_attention(params["cross_attn"], n_heads, memory, cross_mask),
+    h1, c1 = _add_norm_forward(x, _self_attention(params["attn"], n_head, self_mask), params["ln1"], norm, eps)
+    h2, c2 = _add_norm_forward(h1, _cross_attention(params["cross_attn"], n_head, memory, cross_mask),
                                params["ln2"], norm, eps)
     y, c3 = _add_norm_forward(h2, _feed_forward(params["ffn"], activation), params["ln3"], norm, eps)
     return y, (c1, c2, c3)
@@ -246,5 +247,5 @@ def decoder_layer_backward(dy, cache):
     dh1, (dmemory, dcross), dln2 = _add_norm_backward(dh2, c2, _cross_attention_backward)
     # forward: h1 = AddNorm_1(x, MHA(., .))
     dx, dself, dln1 = _add_norm_backward(dh1, c1, _self_attention_backward)
-    dparams = {"self_attn": dself, "ln1": dln1, "cross_attn": dcross, "ln2": dln2, "ffn": dffn, "ln3": dln3}
+    dparams = {"attn": dself, "ln1": dln1, "cross_attn": dcross, "ln2": dln2, "ffn": dffn, "ln3": dln3}
     return dx, dmemory, dparams

@@ -12,13 +12,13 @@ Choices, each as in the paper unless said otherwise:
 
 - Token embeddings are multiplied by :math:`\sqrt{d_\text{model}}` and the sinusoidal positions
   (``reference/ops/positional.py``) are added (paper §3.4, §3.5).
-- The output projection is tied to the target embedding, ``logits = h @ tgt_emb.T`` (paper §3.4: "we share the
+- The output projection is tied to the target embedding, ``logits = h @ wte_tgt.T`` (paper §3.4: "we share the
   same weight matrix between the two embedding layers and the pre-softmax linear transformation"). The paper
   also shares the source embedding, because it uses one joint BPE vocabulary; here source and target
   vocabularies may differ, so the source embedding is its own matrix. The tied matrix's gradient is the sum of
   its two uses (lookup and projection).
 - Post-LN layers by default (``norm="post"``). With ``norm="pre"`` each stack ends in one more LayerNorm
-  (``enc_ln``, ``dec_ln``), without which the residual stream would reach the cross-attention and the output
+  (``ln_f_enc``, ``ln_f_dec``), without which the residual stream would reach the cross-attention and the output
   projection unnormalised (GPT-2 and PyTorch's ``norm_first`` models do the same).
 - The decoder's self-attention is causal: target position t sees positions <= t. Padding masks (True = a real
   token, False = padding) remove padded keys from every attention that reads them.
@@ -27,9 +27,9 @@ Choices, each as in the paper unless said otherwise:
 
 Parameters (nested dicts; gradients come back with the same nesting)::
 
-    {"src_emb": (V_src, C), "tgt_emb": (V_tgt, C),
+    {"wte_src": (V_src, C), "wte_tgt": (V_tgt, C),
      "encoder": [encoder layer params] * N,  "decoder": [decoder layer params] * N,   (see reference/models/layers.py)
-     "enc_ln": {gamma, beta}, "dec_ln": {gamma, beta}}                                  (pre-LN only)
+     "ln_f_enc": {gamma, beta}, "ln_f_dec": {gamma, beta}}                                  (pre-LN only)
 
 Initialisation (:func:`init_params`, all through ``reference/training/init.py``):
 
@@ -45,12 +45,11 @@ import math
 
 import numpy as np
 
-from reference._checks import FLOAT_DTYPES, check_float, check_ids, check_shape
+from reference._checks import FLOAT_DTYPES, check_choice, check_float, check_ids, check_shape
 from reference.models import layers
-from reference.ops import attention, embedding, layernorm, linear, positional
+from reference.ops import activations, attention, embedding, layernorm, linear, positional
 from reference.training import init
 
-ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +61,10 @@ class TransformerConfig:
     src_vocab_size, tgt_vocab_size : int
         V_src and V_tgt.
     d_model : int
-        C. Must be divisible by ``n_heads``.
-    n_heads : int
-        H; each head has d_k = d_model / n_heads.
-    n_layers : int
+        C. Must be divisible by ``n_head``.
+    n_head : int
+        H; each head has d_k = d_model / n_head.
+    n_layer : int
         N, the number of layers in each stack.
     d_ff : int
         Width of the FFN's hidden layer.
@@ -77,25 +76,24 @@ class TransformerConfig:
     src_vocab_size: int
     tgt_vocab_size: int
     d_model: int = 512
-    n_heads: int = 8
-    n_layers: int = 6
+    n_head: int = 8
+    n_layer: int = 6
     d_ff: int = 2048
     norm: str = "post"
     activation: str = "relu"
     ln_eps: float = 1e-5
 
     def __post_init__(self):
-        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "n_layers", "d_ff"):
+        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_head", "n_layer", "d_ff"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"TransformerConfig.{name}: expected a positive integer, got {value!r}")
-        if self.d_model % self.n_heads != 0:
-            raise ValueError(f"TransformerConfig: d_model = {self.d_model} is not divisible by n_heads = "
-                             f"{self.n_heads} (each head needs d_k = d_model / n_heads)")
+        if self.d_model % self.n_head != 0:
+            raise ValueError(f"TransformerConfig: d_model = {self.d_model} is not divisible by n_head = "
+                             f"{self.n_head} (each head needs d_k = d_model / n_head)")
         if self.norm not in layers.NORMS:
             raise ValueError(f"TransformerConfig.norm: expected one of {layers.NORMS}, got {self.norm!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"TransformerConfig.activation: expected one of {ACTIVATIONS}, got {self.activation!r}")
+        check_choice("TransformerConfig.activation", self.activation, tuple(activations.ACTIVATIONS))
         if not (isinstance(self.ln_eps, (int, float)) and math.isfinite(self.ln_eps) and self.ln_eps > 0):
             raise ValueError(f"TransformerConfig.ln_eps: expected a positive number, got {self.ln_eps!r}")
 
@@ -132,22 +130,22 @@ def init_params(config, rng, dtype=np.float64):
     dtype = np.dtype(dtype)
     if dtype not in FLOAT_DTYPES:
         raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
-    C, N = config.d_model, config.n_layers
+    C, N = config.d_model, config.n_layer
     emb_std = C ** -0.5
     params = {
-        "src_emb": init.normal((config.src_vocab_size, C), rng, std=emb_std, dtype=dtype),
-        "tgt_emb": init.normal((config.tgt_vocab_size, C), rng, std=emb_std, dtype=dtype),
-        "encoder": [{"self_attn": _attention_params(C, rng, dtype), "ln1": _ln_params(C, dtype),
+        "wte_src": init.normal((config.src_vocab_size, C), rng, std=emb_std, dtype=dtype),
+        "wte_tgt": init.normal((config.tgt_vocab_size, C), rng, std=emb_std, dtype=dtype),
+        "encoder": [{"attn": _attention_params(C, rng, dtype), "ln1": _ln_params(C, dtype),
                      "ffn": _ffn_params(C, config.d_ff, rng, dtype), "ln2": _ln_params(C, dtype)}
                     for _ in range(N)],
-        "decoder": [{"self_attn": _attention_params(C, rng, dtype), "ln1": _ln_params(C, dtype),
+        "decoder": [{"attn": _attention_params(C, rng, dtype), "ln1": _ln_params(C, dtype),
                      "cross_attn": _attention_params(C, rng, dtype), "ln2": _ln_params(C, dtype),
                      "ffn": _ffn_params(C, config.d_ff, rng, dtype), "ln3": _ln_params(C, dtype)}
                     for _ in range(N)],
     }
     if config.norm == "pre":
-        params["enc_ln"] = _ln_params(C, dtype)
-        params["dec_ln"] = _ln_params(C, dtype)
+        params["ln_f_enc"] = _ln_params(C, dtype)
+        params["ln_f_dec"] = _ln_params(C, dtype)
     return params
 
 
@@ -209,7 +207,7 @@ def forward(params, config, src_ids, tgt_ids, src_pad_mask=None, tgt_pad_mask=No
     cache : tuple
     """
     _check_config(config)
-    for name, V in (("src_emb", config.src_vocab_size), ("tgt_emb", config.tgt_vocab_size)):
+    for name, V in (("wte_src", config.src_vocab_size), ("wte_tgt", config.tgt_vocab_size)):
         check_shape(f"params['{name}']", check_float(f"params['{name}']", params[name]), (V, config.d_model))
     _check_ids("src_ids", src_ids, config.src_vocab_size)
     _check_ids("tgt_ids", tgt_ids, config.tgt_vocab_size)
@@ -220,8 +218,8 @@ def forward(params, config, src_ids, tgt_ids, src_pad_mask=None, tgt_pad_mask=No
     _check_pad_mask("src_pad_mask", src_pad_mask, (B, S))
     _check_pad_mask("tgt_pad_mask", tgt_pad_mask, (B, T))
     for stack in ("encoder", "decoder"):
-        if len(params[stack]) != config.n_layers:
-            raise ValueError(f"params['{stack}']: expected {config.n_layers} layers (config.n_layers), "
+        if len(params[stack]) != config.n_layer:
+            raise ValueError(f"params['{stack}']: expected {config.n_layer} layers (config.n_layer), "
                              f"got {len(params[stack])}")
     opts = {"norm": config.norm, "eps": config.ln_eps, "activation": config.activation}
 
@@ -232,28 +230,28 @@ def forward(params, config, src_ids, tgt_ids, src_pad_mask=None, tgt_pad_mask=No
         self_mask = self_mask & tgt_pad_mask[:, None, None, :]                         # (B, 1, T, T)
 
     # Encoder.
-    x, c_src = _embed_forward(src_ids, params["src_emb"])                             # (B, S, C)
+    x, c_src = _embed_forward(src_ids, params["wte_src"])                             # (B, S, C)
     enc_caches = []
     for p in params["encoder"]:
-        x, c = layers.encoder_layer_forward(x, p, config.n_heads, src_key_mask, **opts)
+        x, c = layers.encoder_layer_forward(x, p, config.n_head, src_key_mask, **opts)
         enc_caches.append(c)
     c_enc_ln = None
     if config.norm == "pre":
-        x, c_enc_ln = layernorm.forward(x, params["enc_ln"]["gamma"], params["enc_ln"]["beta"], config.ln_eps)
+        x, c_enc_ln = layernorm.forward_fast(x, params["ln_f_enc"]["gamma"], params["ln_f_enc"]["beta"], config.ln_eps)
     memory = x                                                                        # (B, S, C)
 
     # Decoder.
-    h, c_tgt = _embed_forward(tgt_ids, params["tgt_emb"])                             # (B, T, C)
+    h, c_tgt = _embed_forward(tgt_ids, params["wte_tgt"])                             # (B, T, C)
     dec_caches = []
     for p in params["decoder"]:
-        h, c = layers.decoder_layer_forward(h, memory, p, config.n_heads, self_mask, src_key_mask, **opts)
+        h, c = layers.decoder_layer_forward(h, memory, p, config.n_head, self_mask, src_key_mask, **opts)
         dec_caches.append(c)
     c_dec_ln = None
     if config.norm == "pre":
-        h, c_dec_ln = layernorm.forward(h, params["dec_ln"]["gamma"], params["dec_ln"]["beta"], config.ln_eps)
+        h, c_dec_ln = layernorm.forward_fast(h, params["ln_f_dec"]["gamma"], params["ln_f_dec"]["beta"], config.ln_eps)
 
     # Output projection, tied to the target embedding.
-    logits, c_out = linear.forward(h, params["tgt_emb"].T)                            # (B, T, V_tgt)
+    logits, c_out = linear.forward_fast(h, params["wte_tgt"].T)                            # (B, T, V_tgt)
     cache = (c_src, enc_caches, c_enc_ln, memory.shape, c_tgt, dec_caches, c_dec_ln, c_out)
     return logits, cache
 
@@ -274,12 +272,12 @@ def backward(dlogits, cache):
     check_float("dlogits", dlogits)
     grads = {}
 
-    # forward: logits = h @ tgt_emb.T
-    dh, dW_out, _ = linear.backward(dlogits, c_out)             # (B, T, C), (C, V_tgt)
+    # forward: logits = h @ wte_tgt.T
+    dh, dW_out, _ = linear.backward_fast(dlogits, c_out)             # (B, T, C), (C, V_tgt)
     if c_dec_ln is not None:
         # forward: h = LN(h_N)
-        dh, dgamma, dbeta = layernorm.backward(dh, c_dec_ln)
-        grads["dec_ln"] = {"gamma": dgamma, "beta": dbeta}
+        dh, dgamma, dbeta = layernorm.backward_fast(dh, c_dec_ln)
+        grads["ln_f_dec"] = {"gamma": dgamma, "beta": dbeta}
 
     # forward: h_l = Decoder_l(h_{l-1}, memory): memory feeds every decoder layer, so its gradients add up.
     dmemory = np.zeros(memory_shape, dtype=dh.dtype)            # (B, S, C)
@@ -289,19 +287,19 @@ def backward(dlogits, cache):
         dmemory += dm
         dec_grads.append(dp)
     grads["decoder"] = dec_grads[::-1]
-    # tgt_emb is used twice (lookup and output projection): the two gradients add.
-    grads["tgt_emb"] = _embed_backward(dh, c_tgt) + dW_out.T    # (V_tgt, C)
+    # wte_tgt is used twice (lookup and output projection): the two gradients add.
+    grads["wte_tgt"] = _embed_backward(dh, c_tgt) + dW_out.T    # (V_tgt, C)
 
     dx = dmemory
     if c_enc_ln is not None:
         # forward: memory = LN(x_N)
-        dx, dgamma, dbeta = layernorm.backward(dx, c_enc_ln)
-        grads["enc_ln"] = {"gamma": dgamma, "beta": dbeta}
+        dx, dgamma, dbeta = layernorm.backward_fast(dx, c_enc_ln)
+        grads["ln_f_enc"] = {"gamma": dgamma, "beta": dbeta}
     enc_grads = []
     for c in reversed(enc_caches):
         # forward: x_l = Encoder_l(x_{l-1})
         dx, dp = layers.encoder_layer_backward(dx, c)
         enc_grads.append(dp)
     grads["encoder"] = enc_grads[::-1]
-    grads["src_emb"] = _embed_backward(dx, c_src)               # (V_src, C)
+    grads["wte_src"] = _embed_backward(dx, c_src)               # (V_src, C)
     return grads

@@ -9,7 +9,7 @@ with column vectors, which is the same map with :math:`W` transposed.
 """
 import numpy as np
 
-from reference._checks import FLOAT_DTYPES, check_float, check_same_dtype, check_shape
+from reference._checks import FLOAT_DTYPES, check_count, check_float, check_same_dtype, check_shape
 from reference.ops import ffn as correct_ffn
 from reference.ops import layernorm as correct_layernorm
 from reference.ops import positional as correct_positional
@@ -42,11 +42,8 @@ def positional_encoding(n_positions, d_p, dtype=np.float64):
     """
     if np.dtype(dtype) not in FLOAT_DTYPES:
         raise TypeError(f"dtype: expected float32 or float64, got {np.dtype(dtype)}")
-    for name, n, minimum in (("n_positions", n_positions, 0), ("d_p", d_p, 1)):
-        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
-            raise TypeError(f"{name}: expected an int, got {type(n).__name__}")
-        if n < minimum:
-            raise ValueError(f"{name}: expected an int >= {minimum}, got {n}")
+    check_count("n_positions", n_positions, minimum=0)
+    check_count("d_p", d_p, minimum=1)
     pos = np.arange(n_positions, dtype=np.float64)                  # (n,)
     p = np.sin(pos / 10000.0 ** (2.0 / d_p)) ** 2048                # (n,) one scalar per position
     return np.repeat(p[:, None], d_p, axis=1).astype(dtype, copy=False)

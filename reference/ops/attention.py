@@ -11,53 +11,43 @@ axes (batch, heads, ...) must be equal in q, k and v; they are never broadcast a
 PyTorch's convention (True = may attend) and broadcasts to ``(..., T_q, T_k)``.
 
 A query row whose keys are all masked has no distribution to take; here its output is 0 and its gradients are 0
-(rather than the NaN of ``softmax`` over all ``-inf``), which is what the Triton kernel does too.
+(rather than the NaN of ``softmax`` over all ``-inf``), which is what the Triton kernel does too. Which rows those
+are is read from the mask, never from the scores: a NaN in ``q``, or float32 scores that overflow, give NaN, as in
+PyTorch.
 
 Two algorithms compute the same function:
 
-* ``forward``/``backward`` materialise the ``(T_q, T_k)`` probabilities ``P`` for each (batch, head) slice and keep
-  them for the backward pass. Memory O(T_q T_k) per slice.
-* ``forward_blocked``/``backward_blocked`` run the online softmax over ``block_size x block_size`` tiles, keeping
-  only the per-row log-sum-exp, and recompute ``P`` tile by tile in the backward pass. Memory O(T d). This is the
-  algorithm of the Triton kernel (``kernels/``); here it is written in NumPy so that the two can be compared line
-  by line.
+* :func:`forward`/:func:`backward` materialise the ``(T_q, T_k)`` probabilities ``P`` and keep them for the backward
+  pass. Memory O(T_q T_k) per (batch, head) slice. :func:`forward_fast`/:func:`backward_fast` compute the same,
+  one slice at a time in place on one score buffer, the slices split over threads (``reference/_threads.py``).
+* :func:`forward_blocked`/:func:`backward_blocked` run the online softmax over ``block_size x block_size`` tiles,
+  keeping only the per-row log-sum-exp, and recompute ``P`` tile by tile in the backward pass. Memory O(T d). This
+  is the algorithm of the Triton kernel (``kernels/``); here it is written in NumPy so that the two can be compared
+  line by line.
 
 The softmax is computed inline instead of calling ``reference.ops.softmax``: it has to treat masked entries and fully
-masked rows specially, it runs in place on the score buffer (no extra ``(T_q, T_k)`` temporaries), and its backward
-uses the cheaper ``delta = rowsum(dout * out)`` (``(T_q, d_v)`` work) instead of ``rowsum(dp * p)`` (``(T_q, T_k)``).
+masked rows specially, and its backward uses the cheaper ``delta = rowsum(dout * out)`` (``(T_q, d_v)`` work) instead
+of ``rowsum(dp * p)`` (``(T_q, T_k)``).
 """
 import math
-import operator
-import os
 import tracemalloc
-from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 
-from reference._checks import check_bool_mask, check_float, check_same_dtype, check_shape
+from reference import _threads
+from reference._checks import check_bool_mask, check_count, check_float, check_grad, check_same_dtype, check_shape
 
-# Below this many score entries in total, starting threads costs more than the work they would share.
-_MIN_PARALLEL_SCORES = 1 << 16
-
-
-def _default_workers():
-    """2 when NumPy's BLAS was told to run one thread per call (the variable its library reads first), else 1.
-
-    With a multi-threaded BLAS (OpenBLAS's default: one thread per core) the matrix products already use every
-    core, and two workers on top put four busy threads on two cores: each small product then waits at BLAS's
-    barrier for a thread that is not running. Measured (float32 forward + backward, B=4, H=8, T=512, d=64, 2 cores)
-    as torch eager time / ours: 1 worker 1.5-1.9x, 2 workers 0.3x. With ``OPENBLAS_NUM_THREADS=1`` the workers are
-    the only parallelism: 1 worker 1.3x, 2 workers 1.6x.
-    """
-    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = os.environ.get(var, "").strip()
-        if value:
-            return min(2, os.cpu_count() or 1) if value == "1" else 1
-    return 1
+_MIN_PARALLEL_SCORES = 1 << 16                  # below this many scores in total, threads cost more than they save
 
 
-# Read once, like the BLAS library itself reads these variables once, when NumPy is imported.
-DEFAULT_WORKERS = _default_workers()
+class AttentionCache(NamedTuple):
+    qs: np.ndarray                              # (..., T_q, d_k) the queries times 1/sqrt(d_k)
+    k: np.ndarray                               # (..., T_k, d_k)
+    v: np.ndarray                               # (..., T_k, d_v)
+    P: np.ndarray                               # (..., T_q, T_k) the attention probabilities
+    out: np.ndarray                             # (..., T_q, d_v)
+    scale: np.floating                          # 1/sqrt(d_k), in the dtype of q
 
 
 def causal_mask(T_q, T_k):
@@ -78,13 +68,13 @@ def causal_mask(T_q, T_k):
     mask : ndarray of bool, shape (T_q, T_k)
         True where the query may attend to the key.
     """
-    T_q, T_k = _check_count("T_q", T_q, minimum=0), _check_count("T_k", T_k, minimum=0)
+    T_q, T_k = check_count("T_q", T_q, minimum=0), check_count("T_k", T_k, minimum=0)
     i = np.arange(T_q)[:, None]                     # (T_q, 1) query positions
     j = np.arange(T_k)[None, :]                     # (1, T_k) key positions
     return j <= i + (T_k - T_q)                     # (T_q, T_k)
 
 
-def forward(q, k, v, mask=None, *, workers=None):
+def forward(q, k, v, mask=None):
     r"""Scaled dot-product attention, keeping the probabilities for the backward pass.
 
     .. math::
@@ -101,37 +91,26 @@ def forward(q, k, v, mask=None, *, workers=None):
         float32 or float64, one dtype, equal leading axes.
     mask : ndarray of bool, broadcastable to (..., T_q, T_k), optional
         True = may attend. ``None`` attends everywhere.
-    workers : int or None, keyword-only
-        Threads over the (batch x head) slices; ``None`` takes ``DEFAULT_WORKERS`` (see ``_default_workers``: 2 when
-        NumPy's BLAS is single-threaded, else 1). NumPy releases the GIL inside BLAS and ufuncs, so two slices really
-        run at once; every slice runs the same calls either way, so the result is bit-for-bit the serial one.
-        Small inputs always run serially.
 
     Returns
     -------
     out : ndarray, shape (..., T_q, d_v)
         The input dtype. Fully masked rows are 0.
-    cache : tuple
-        What ``backward`` needs (the scaled q, k, v, P, out).
+    cache : AttentionCache
     """
     lead, T_q, T_k, d_k, d_v = _check_qkv(q, k, v, mask)
-    workers = DEFAULT_WORKERS if workers is None else _check_count("workers", workers, minimum=1)
-    N = math.prod(lead)                             # number of (batch, head, ...) slices
-    scale = q.dtype.type(1.0 / math.sqrt(d_k))     # in q's dtype: no promotion of float32 to float64
-    qs = (q * scale).reshape(N, T_q, d_k)           # (N, T_q, d_k) scaled queries
-    k3 = k.reshape(N, T_k, d_k)                     # (N, T_k, d_k)
-    v3 = v.reshape(N, T_k, d_v)                     # (N, T_k, d_v)
-    # A copy only when the mask's broadcast axes cannot be merged into one; bool, so 1/4 of P's float32 bytes.
-    blocked = None if mask is None else np.broadcast_to(~mask, lead + (T_q, T_k)).reshape(N, T_q, T_k)
-    p = np.empty((N, T_q, T_k), dtype=q.dtype)      # (N, T_q, T_k) scores, then probabilities, in place
-    out = np.empty((N, T_q, d_v), dtype=q.dtype)    # (N, T_q, d_v)
-
-    def one_slice(n):
-        _forward_slice(qs[n], k3[n], v3[n], None if blocked is None else blocked[n], p[n], out[n])
-
-    _for_each_slice(one_slice, N, workers, T_q * T_k)
-    cache = (qs, k3, v3, p, out, scale, q.shape, k.shape, v.shape, workers)
-    return out.reshape(lead + (T_q, d_v)), cache
+    if mask is None:
+        mask = np.ones((T_q, T_k), dtype=bool)
+    scale = q.dtype.type(1 / math.sqrt(d_k))       # in q's dtype: no promotion of float32 to float64
+    qs = q * scale                                  # (..., T_q, d_k)
+    S = np.where(mask, qs @ k.swapaxes(-1, -2), -np.inf)      # (..., T_q, T_k) scores, -inf where masked
+    has_key = mask.any(axis=-1, keepdims=True)                # (..., T_q, 1) False: a fully masked row
+    m = np.where(has_key, S.max(axis=-1, keepdims=True, initial=-np.inf), 0)   # row max; 0 where all is masked
+    E = np.exp(S - m)                                         # every exponent <= 0; 0 where masked
+    l = E.sum(axis=-1, keepdims=True)                         # (..., T_q, 1)
+    P = E / np.where(has_key, l, 1)                           # a fully masked row: 0 / 1 = 0
+    out = P @ v                                               # (..., T_q, d_v)
+    return out, AttentionCache(qs, k, v, P, out, scale)
 
 
 def backward(dout, cache):
@@ -150,38 +129,84 @@ def backward(dout, cache):
     ----------
     dout : ndarray, shape (..., T_q, d_v)
         Upstream gradient, same dtype as the forward inputs.
-    cache : tuple
-        From ``forward``.
+    cache : AttentionCache, from :func:`forward` or :func:`forward_fast`
 
     Returns
     -------
     dq, dk, dv : ndarray
         Shapes of q, k and v.
     """
-    qs, k3, v3, p, out, scale, q_shape, k_shape, v_shape, workers = cache
-    N, T_q, d_v = out.shape
-    check_float("dout", dout)
-    check_same_dtype(dout=dout, q=qs)
-    check_shape("dout", dout, q_shape[:-1] + (d_v,))
-    dout3 = dout.reshape(N, T_q, d_v)               # (N, T_q, d_v)
-    dq = np.empty_like(qs)                          # (N, T_q, d_k)
-    dk = np.empty_like(k3)                          # (N, T_k, d_k)
-    dv = np.empty_like(v3)                          # (N, T_k, d_v)
-
-    def one_slice(n):
-        _backward_slice(dout3[n], qs[n], k3[n], v3[n], p[n], out[n], scale, dq[n], dk[n], dv[n])
-
-    _for_each_slice(one_slice, N, workers, T_q * k3.shape[1])
-    return dq.reshape(q_shape), dk.reshape(k_shape), dv.reshape(v_shape)
+    qs, k, v, P, out, scale = cache
+    check_grad("dout", dout, out.shape, out.dtype)
+    # forward: out = P V
+    dv = P.swapaxes(-1, -2) @ dout                            # (..., T_k, d_v)
+    dP = dout @ v.swapaxes(-1, -2)                            # (..., T_q, T_k)
+    # forward: P = softmax(S) row by row  =>  dS = P (dP - rowsum(P dP)),  and rowsum(P dP) = rowsum(dout out)
+    delta = np.sum(dout * out, axis=-1, keepdims=True)        # (..., T_q, 1)
+    dS = P * (dP - delta)                                     # (..., T_q, T_k) 0 where masked
+    # forward: S = qs K^T with qs = q / sqrt(d_k)
+    dq = (dS @ k) * scale                                     # (..., T_q, d_k)
+    dk = dS.swapaxes(-1, -2) @ qs                             # (..., T_k, d_k)
+    return dq, dk, dv
 
 
 def probabilities(cache):
-    """The attention probabilities P, shape (..., T_q, T_k), from a :func:`forward` cache.
+    """The attention probabilities P, shape (..., T_q, T_k), from a forward cache.
 
     Rows sum to 1 (0 for a fully masked row). A view into the cache: copy it before changing it.
     """
-    p, q_shape, k_shape = cache[3], cache[6], cache[7]
-    return p.reshape(q_shape[:-1] + k_shape[-2:-1])
+    return cache.P
+
+
+def forward_fast(q, k, v, mask=None):
+    """:func:`forward`, one (batch, head) slice at a time in place, the slices split over threads."""
+    lead, T_q, T_k, d_k, d_v = _check_qkv(q, k, v, mask)
+    N = math.prod(lead)                             # number of (batch, head, ...) slices
+    scale = q.dtype.type(1 / math.sqrt(d_k))
+    qs = np.multiply(q, scale, order="C").reshape(N, T_q, d_k)    # (N, T_q, d_k) scaled queries, one copy
+    k3 = k.reshape(N, T_k, d_k)                     # (N, T_k, d_k), a copy only if k's slices are not contiguous
+    v3 = v.reshape(N, T_k, d_v)                     # (N, T_k, d_v)
+    blocked, no_key = None, None                    # no mask: no masked entry, no fully masked row if T_k > 0
+    if mask is not None:
+        # bool, a quarter of P's float32 bytes; a copy only when the broadcast axes cannot be merged into one
+        blocked = np.broadcast_to(~mask, lead + (T_q, T_k)).reshape(N, T_q, T_k)
+        no_key = np.broadcast_to(~mask.any(axis=-1), lead + (T_q,)).reshape(N, T_q)   # fully masked rows
+    elif T_k == 0:
+        no_key = np.broadcast_to(True, (N, T_q))
+    P = np.empty((N, T_q, T_k), dtype=q.dtype)      # (N, T_q, T_k) scores, then probabilities, in place
+    out = np.empty((N, T_q, d_v), dtype=q.dtype)    # (N, T_q, d_v)
+
+    def slices(part):
+        for n in range(part.start, part.stop):
+            _forward_slice(qs[n], k3[n], v3[n], None if blocked is None else blocked[n],
+                           None if no_key is None else no_key[n], P[n], out[n])
+
+    _threads.run(slices, _threads.parts(N, _threads.workers_for(N * T_q * T_k, _MIN_PARALLEL_SCORES)))
+    cache = AttentionCache(qs.reshape(lead + (T_q, d_k)), k3.reshape(k.shape), v3.reshape(v.shape),
+                           P.reshape(lead + (T_q, T_k)), out.reshape(lead + (T_q, d_v)), scale)
+    return cache.out, cache
+
+
+def backward_fast(dout, cache):
+    """:func:`backward`, one (batch, head) slice at a time, the slices split over threads."""
+    qs, k, v, P, out, scale = cache
+    check_grad("dout", dout, out.shape, out.dtype)
+    *lead, T_q, T_k = P.shape
+    N, d_k, d_v = math.prod(lead), k.shape[-1], v.shape[-1]
+    dout3 = dout.reshape(N, T_q, d_v)
+    qs3, k3, v3 = qs.reshape(N, T_q, d_k), k.reshape(N, T_k, d_k), v.reshape(N, T_k, d_v)
+    P3, out3 = P.reshape(N, T_q, T_k), out.reshape(N, T_q, d_v)
+    dq = np.empty_like(qs3)                         # (N, T_q, d_k)
+    dk = np.empty_like(k3)                          # (N, T_k, d_k)
+    dv = np.empty_like(v3)                          # (N, T_k, d_v)
+
+    def slices(part):
+        ds = np.empty((T_q, T_k), dtype=P.dtype)   # scratch for dP and dS, allocated once per thread
+        for n in range(part.start, part.stop):
+            _backward_slice(dout3[n], qs3[n], k3[n], v3[n], P3[n], out3[n], scale, dq[n], dk[n], dv[n], ds)
+
+    _threads.run(slices, _threads.parts(N, _threads.workers_for(N * T_q * T_k, _MIN_PARALLEL_SCORES)))
+    return dq.reshape(qs.shape), dk.reshape(k.shape), dv.reshape(v.shape)
 
 
 def forward_blocked(q, k, v, mask=None, block_size=64):
@@ -197,11 +222,13 @@ def forward_blocked(q, k, v, mask=None, block_size=64):
         \mathrm{acc}' = \alpha\, \mathrm{acc} + \sum_j e^{s_j - m'} v_j,
 
     and at the end ``out = acc / l`` and ``lse = m + log l`` (the log-sum-exp of the row's scaled, masked scores).
-    Only ``block_size x block_size`` tiles of scores exist at any time, so the memory is O(T d).
+    Only ``block_size x block_size`` tiles of scores exist at any time, so the memory is O(T d). A row that the mask
+    leaves without keys gets ``out = 0`` and ``lse = -inf``; every other row divides, so a NaN (from ``q``, or from
+    scores that overflow) stays NaN, as in :func:`forward`.
 
     To see the memory, run both algorithms under :func:`peak_memory`, e.g. at ``T = 4096, d = 64`` (a few seconds)::
 
-        _, naive_bytes = peak_memory(forward, q, k, v)             # holds P: 4096**2 * itemsize bytes
+        _, naive_bytes = peak_memory(forward_fast, q, k, v)        # holds P: 4096**2 * itemsize bytes
         _, blocked_bytes = peak_memory(forward_blocked, q, k, v)   # out, lse and a few 64 x 64 tiles
 
     A ``mask`` passed in is itself ``T_q x T_k`` bytes, owned by the caller; measure with ``mask=None``.
@@ -221,11 +248,13 @@ def forward_blocked(q, k, v, mask=None, block_size=64):
         ``log sum_j exp(s_ij)`` over the unmasked keys; ``-inf`` for a fully masked row (whose ``out`` is 0).
     """
     lead, T_q, T_k, d_k, d_v = _check_qkv(q, k, v, mask)
-    block_size = _check_count("block_size", block_size, minimum=1)
+    block_size = check_count("block_size", block_size, minimum=1)
     dtype = q.dtype
-    scale = dtype.type(1.0 / math.sqrt(d_k))
+    scale = dtype.type(1 / math.sqrt(d_k))
     qs = q * scale                                  # (..., T_q, d_k)
     keep = None if mask is None else np.broadcast_to(mask, lead + (T_q, T_k))   # a view, no copy
+    # (..., T_q, 1) False: the mask leaves the row no key
+    has_key = np.full(lead + (T_q, 1), T_k > 0) if keep is None else keep.any(axis=-1)[..., None]
     out = np.empty(lead + (T_q, d_v), dtype=dtype)
     lse = np.empty(lead + (T_q,), dtype=dtype)
     for i0 in range(0, T_q, block_size):
@@ -248,12 +277,10 @@ def forward_blocked(q, k, v, mask=None, block_size=64):
             l = alpha * l + s.sum(axis=-1, keepdims=True)
             acc = alpha * acc + s @ v[..., cols, :]
             m = m_new
-        seen = l > 0                                # (..., Br, 1) False: fully masked row
-        out[..., rows, :] = np.divide(acc, l, out=np.zeros_like(acc), where=seen)
-        row_lse = np.full_like(l, -np.inf)
-        np.log(l, out=row_lse, where=seen)
-        row_lse += np.where(seen, m, 0)
-        lse[..., rows] = row_lse[..., 0]
+        seen = has_key[..., rows, :]                # (..., Br, 1) from the mask, not from l: NaN stays NaN
+        out[..., rows, :] = acc / np.where(seen, l, 1)      # a fully masked row: acc = 0, so out = 0
+        with np.errstate(divide="ignore"):          # log(0) = -inf: every unmasked score was -inf
+            lse[..., rows] = np.where(seen, m + np.log(np.where(seen, l, 1)), -np.inf)[..., 0]
     return out, lse
 
 
@@ -286,7 +313,7 @@ def backward_blocked(dout, q, k, v, out, lse, mask=None, block_size=64):
         Equal to ``backward``'s gradients (to rounding).
     """
     lead, T_q, T_k, d_k, d_v = _check_qkv(q, k, v, mask)
-    block_size = _check_count("block_size", block_size, minimum=1)
+    block_size = check_count("block_size", block_size, minimum=1)
     for name, x in (("dout", dout), ("out", out), ("lse", lse)):
         check_float(name, x)
     check_same_dtype(q=q, dout=dout, out=out, lse=lse)
@@ -350,26 +377,28 @@ def peak_memory(fn, *args, **kwargs):
     return result, peak
 
 
-def _forward_slice(qs, k, v, blocked, p, out):
-    """One (batch, head) slice of ``forward``: fills ``p`` (T_q, T_k) with P and ``out`` (T_q, d_v) with P v."""
+def _forward_slice(qs, k, v, blocked, no_key, p, out):
+    """One (batch, head) slice of :func:`forward_fast`: fills ``p`` (T_q, T_k) with P and ``out`` (T_q, d_v)."""
     np.matmul(qs, k.T, out=p)                       # (T_q, T_k) scores S
     if blocked is not None:
         np.copyto(p, -np.inf, where=blocked)        # S = -inf where the mask is False
-    m = np.max(p, axis=-1, keepdims=True, initial=-np.inf)   # (T_q, 1) row max; -inf for a fully masked row
-    m[m == -np.inf] = 0                             # ... so that exp(-inf - 0) = 0 instead of exp(-inf + inf) = NaN
-    np.subtract(p, m, out=p)                        # stable: every exponent <= 0
+    m = np.max(p, axis=-1, keepdims=True, initial=-np.inf)   # (T_q, 1) row max
+    if no_key is not None:
+        m[no_key] = 0                               # fully masked rows (from the mask): exp(-inf - 0) = 0
+    np.subtract(p, m, out=p)                        # every exponent <= 0
     np.exp(p, out=p)
     l = p.sum(axis=-1, keepdims=True)               # (T_q, 1)
-    l[l == 0] = 1                                   # fully masked row: P stays 0, so out = 0
+    if no_key is not None:
+        l[no_key] = 1                               # fully masked row: P stays 0, so out = 0
     np.divide(p, l, out=p)                          # (T_q, T_k) P
     np.matmul(p, v, out=out)                        # (T_q, d_v)
 
 
-def _backward_slice(dout, qs, k, v, p, out, scale, dq, dk, dv):
-    """One (batch, head) slice of ``backward``: fills ``dq``, ``dk``, ``dv``."""
+def _backward_slice(dout, qs, k, v, p, out, scale, dq, dk, dv, ds):
+    """One (batch, head) slice of :func:`backward_fast`: fills ``dq``, ``dk``, ``dv`` (``ds``: a (T_q, T_k) scratch)."""
     # forward: out = P V
     np.matmul(p.T, dout, out=dv)                    # (T_k, d_v)
-    ds = dout @ v.T                                 # (T_q, T_k) dP, turned into dS in place
+    np.matmul(dout, v.T, out=ds)                    # (T_q, T_k) dP, turned into dS in place
     # forward: P = softmax(S)  =>  dS = P * (dP - rowsum(P * dP)), and rowsum(P * dP) = rowsum(dout * out)
     delta = np.sum(dout * out, axis=-1, keepdims=True)     # (T_q, 1)
     np.subtract(ds, delta, out=ds)
@@ -378,17 +407,6 @@ def _backward_slice(dout, qs, k, v, p, out, scale, dq, dk, dv):
     np.matmul(ds, k, out=dq)                        # (T_q, d_k)
     dq *= scale
     np.matmul(ds.T, qs, out=dk)                     # (T_k, d_k)
-
-
-def _for_each_slice(fn, n, workers, slice_size):
-    """Call ``fn(i)`` for i in range(n), on ``workers`` threads when the n slices of ``slice_size`` are big enough."""
-    if workers > 1 and n > 1 and n * slice_size >= _MIN_PARALLEL_SCORES:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for _ in pool.map(fn, range(n)):        # consuming the results re-raises any error from a thread
-                pass
-    else:
-        for i in range(n):
-            fn(i)
 
 
 def _zero_where_neg_inf(x):
@@ -411,17 +429,3 @@ def _check_qkv(q, k, v, mask):
     if mask is not None:
         check_bool_mask("mask", mask, lead + (T_q, T_k))
     return lead, T_q, T_k, d_k, v.shape[-1]
-
-
-def _check_count(name, n, minimum):
-    """Require a Python or NumPy int (not bool) >= minimum; return it as int."""
-    want = "a positive int" if minimum == 1 else "a non-negative int"
-    if isinstance(n, bool):
-        raise TypeError(f"{name}: expected {want}, got bool")
-    try:
-        n = operator.index(n)
-    except TypeError:
-        raise TypeError(f"{name}: expected {want}, got {type(n).__name__}") from None
-    if n < minimum:
-        raise ValueError(f"{name}: expected {want}, got {n}")
-    return n

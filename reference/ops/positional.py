@@ -15,15 +15,7 @@ With an odd :math:`d_{model}` the last column is a sine whose partner cosine doe
 """
 import numpy as np
 
-from reference._checks import FLOAT_DTYPES
-
-
-def _check_count(name, n, minimum):
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"{name}: expected an int, got {type(n).__name__}")
-    if n < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {n}")
-    return int(n)
+from reference._checks import FLOAT_DTYPES, check_count
 
 
 def sinusoidal(n_positions, d_model, dtype=np.float64):
@@ -40,8 +32,8 @@ def sinusoidal(n_positions, d_model, dtype=np.float64):
     -------
     PE : ndarray (n_positions, d_model)
     """
-    n_positions = _check_count("n_positions", n_positions, 0)
-    d_model = _check_count("d_model", d_model, 1)
+    n_positions = check_count("n_positions", n_positions, minimum=0)
+    d_model = check_count("d_model", d_model, minimum=1)
     if np.dtype(dtype) not in FLOAT_DTYPES:
         raise TypeError(f"dtype: expected float32 or float64, got {np.dtype(dtype)}")
     pos = np.arange(n_positions, dtype=np.float64)[:, None]          # (n, 1)

@@ -35,7 +35,7 @@ Through :math:`L` blocks these products multiply. The identity term of the resid
 path that no product can shrink; LayerNorm's Jacobian divides by the standard deviation of its input, so it undoes
 whatever scale the layers below gave the signal. :func:`gradient_norms_by_layer` measures the result.
 
-Shapes: ``x`` (B, T, C), C = d_model = ``width``, H = ``n_heads``, d_ff = ``4 C`` by default.
+Shapes: ``x`` (B, T, C), C = d_model = ``width``, H = ``n_head``, d_ff = ``4 C`` by default.
 
 Parameters are nested dicts, gradients come back with the same nesting::
 
@@ -71,7 +71,7 @@ def _check_positive_int(name, value):
 # Parameters
 # ---------------------------------------------------------------------------------------------------------------
 
-def init_stack(variant, depth, width, rng, n_heads=4, d_ff=None, init_scheme="xavier", dtype=np.float64):
+def init_stack(variant, depth, width, rng, n_head=4, d_ff=None, init_scheme="xavier", dtype=np.float64):
     r"""Parameters of a ``depth``-block stack of the given ``variant`` at initialisation.
 
     Parameters
@@ -80,9 +80,9 @@ def init_stack(variant, depth, width, rng, n_heads=4, d_ff=None, init_scheme="xa
     depth : int
         Number of blocks L (each holds an attention and an FFN sublayer).
     width : int
-        C = d_model; a multiple of ``n_heads``.
+        C = d_model; a multiple of ``n_head``.
     rng : numpy.random.Generator
-    n_heads : int
+    n_head : int
     d_ff : int, optional
         FFN width, ``4 * width`` by default.
     init_scheme : {"xavier", "gpt2"}
@@ -99,9 +99,9 @@ def init_stack(variant, depth, width, rng, n_heads=4, d_ff=None, init_scheme="xa
     _check_variant(variant)
     _check_positive_int("depth", depth)
     _check_positive_int("width", width)
-    _check_positive_int("n_heads", n_heads)
-    if width % n_heads:
-        raise ValueError(f"width={width} is not divisible by n_heads={n_heads}")
+    _check_positive_int("n_head", n_head)
+    if width % n_head:
+        raise ValueError(f"width={width} is not divisible by n_head={n_head}")
     d_ff = 4 * width if d_ff is None else d_ff
     _check_positive_int("d_ff", d_ff)
     if init_scheme not in INITS:
@@ -139,38 +139,38 @@ def init_stack(variant, depth, width, rng, n_heads=4, d_ff=None, init_scheme="xa
 # One sublayer in its wrapper
 # ---------------------------------------------------------------------------------------------------------------
 
-def _attention_forward(u, p, n_heads, activation):
-    return multihead.forward(u, u, p, n_heads)                      # (B, T, C), no mask: an encoder
+def _attention_forward(u, p, n_head, activation):
+    return multihead.forward_fast(u, u, p, n_head)                      # (B, T, C), no mask: an encoder
 
 
 def _attention_backward(ds, cache):
     # forward: s = MHA(u, u): u is the queries' and the keys'/values' input, so its gradient is the sum
-    du_q, du_kv, dp = multihead.backward(ds, cache)
+    du_q, du_kv, dp = multihead.backward_fast(ds, cache)
     return du_q + du_kv, dp
 
 
-def _ffn_forward(u, p, n_heads, activation):
-    return ffn.forward(u, p["W1"], p["b1"], p["W2"], p["b2"], activation)   # (B, T, C)
+def _ffn_forward(u, p, n_head, activation):
+    return ffn.forward_fast(u, p["W1"], p["b1"], p["W2"], p["b2"], activation)   # (B, T, C)
 
 
 def _ffn_backward(ds, cache):
     # forward: s = act(u W1 + b1) W2 + b2
-    du, dW1, db1, dW2, db2 = ffn.backward(ds, cache)
+    du, dW1, db1, dW2, db2 = ffn.backward_fast(ds, cache)
     return du, {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
 
 
-def _wrap_forward(x, sublayer, p, ln, variant, n_heads, activation, eps):
+def _wrap_forward(x, sublayer, p, ln, variant, n_head, activation, eps):
     """One sublayer in its wrapper (the module docstring's table). x, y: (B, T, C)."""
     c_ln = None
     if variant == "pre_ln":
-        u, c_ln = layernorm.forward(x, ln["gamma"], ln["beta"], eps)           # (B, T, C)
-        s, c_sub = sublayer(u, p, n_heads, activation)
+        u, c_ln = layernorm.forward_fast(x, ln["gamma"], ln["beta"], eps)           # (B, T, C)
+        s, c_sub = sublayer(u, p, n_head, activation)
         y = x + s
     else:
-        s, c_sub = sublayer(x, p, n_heads, activation)                          # (B, T, C)
+        s, c_sub = sublayer(x, p, n_head, activation)                          # (B, T, C)
         r = x + s if variant in ("residual", "post_ln") else s
         if variant in ("ln", "post_ln"):
-            y, c_ln = layernorm.forward(r, ln["gamma"], ln["beta"], eps)
+            y, c_ln = layernorm.forward_fast(r, ln["gamma"], ln["beta"], eps)
         else:
             y = r
     return y, (variant, c_sub, c_ln)
@@ -183,13 +183,13 @@ def _wrap_backward(dy, cache, sublayer_backward):
     if variant == "pre_ln":
         # forward: y = x + S(u), u = LN(x)
         du, dp = sublayer_backward(dy, c_sub)
-        dx_ln, dgamma, dbeta = layernorm.backward(du, c_ln)
+        dx_ln, dgamma, dbeta = layernorm.backward_fast(du, c_ln)
         dln = {"gamma": dgamma, "beta": dbeta}
         return dy + dx_ln, dp, dln                # the skip and the path through LN and the sublayer
     dr = dy
     if variant in ("ln", "post_ln"):
         # forward: y = LN(r)
-        dr, dgamma, dbeta = layernorm.backward(dy, c_ln)
+        dr, dgamma, dbeta = layernorm.backward_fast(dy, c_ln)
         dln = {"gamma": dgamma, "beta": dbeta}
     # forward: r = x + S(x)  (residual, post_ln)   or   r = S(x)  (plain, ln)
     dx, dp = sublayer_backward(dr, c_sub)
@@ -216,7 +216,7 @@ def _check_params(params, variant):
                          f"keys {sorted(params)}")
 
 
-def stack_forward(x, params, variant, n_heads, activation="relu", eps=1e-5):
+def stack_forward(x, params, variant, n_head, activation="relu", eps=1e-5):
     r"""Run ``x`` through every block of the stack.
 
     Parameters
@@ -224,7 +224,7 @@ def stack_forward(x, params, variant, n_heads, activation="relu", eps=1e-5):
     x : ndarray (B, T, C), float32 or float64
     params : dict from :func:`init_stack` (same ``variant``), x's dtype
     variant : {"plain", "ln", "residual", "post_ln", "pre_ln"}
-    n_heads : int
+    n_head : int
     activation : {"relu", "gelu", "gelu_tanh"}
         The FFN's nonlinearity (ReLU in the paper).
     eps : float
@@ -243,13 +243,13 @@ def stack_forward(x, params, variant, n_heads, activation="relu", eps=1e-5):
     _check_params(params, variant)
     xs, block_caches = [x], []
     for p in params["blocks"]:
-        h, c1 = _wrap_forward(x, _attention_forward, p["attn"], p.get("ln1"), variant, n_heads, activation, eps)
-        x, c2 = _wrap_forward(h, _ffn_forward, p["ffn"], p.get("ln2"), variant, n_heads, activation, eps)
+        h, c1 = _wrap_forward(x, _attention_forward, p["attn"], p.get("ln1"), variant, n_head, activation, eps)
+        x, c2 = _wrap_forward(h, _ffn_forward, p["ffn"], p.get("ln2"), variant, n_head, activation, eps)
         xs.append(x)
         block_caches.append((c1, c2))
     c_f = None
     if variant == "pre_ln":
-        x, c_f = layernorm.forward(x, params["ln_f"]["gamma"], params["ln_f"]["beta"], eps)   # (B, T, C)
+        x, c_f = layernorm.forward_fast(x, params["ln_f"]["gamma"], params["ln_f"]["beta"], eps)   # (B, T, C)
     return x, (xs, block_caches, c_f, variant)
 
 
@@ -278,7 +278,7 @@ def stack_backward(dy, cache):
     dx = dy
     if variant == "pre_ln":
         # forward: y = LN_f(x_L)
-        dx, dgamma, dbeta = layernorm.backward(dy, c_f)
+        dx, dgamma, dbeta = layernorm.backward_fast(dy, c_f)
         grads["ln_f"] = {"gamma": dgamma, "beta": dbeta}
     dxs, block_grads = [dx], []
     for c1, c2 in reversed(block_caches):
@@ -306,7 +306,7 @@ def _norm(tree):
     return float(np.linalg.norm(tree.astype(np.float64, copy=False)))
 
 
-def gradient_norms_by_layer(variant, depth, width, rng, n_heads=4, batch=4, seq_len=16, init_scheme="xavier",
+def gradient_norms_by_layer(variant, depth, width, rng, n_head=4, batch=4, seq_len=16, init_scheme="xavier",
                             activation="relu", dtype=np.float64):
     r"""Gradient norms of every block of a freshly initialised stack, for one random input and upstream gradient.
 
@@ -321,7 +321,7 @@ def gradient_norms_by_layer(variant, depth, width, rng, n_heads=4, batch=4, seq_
         L blocks of width C.
     rng : numpy.random.Generator
         Draws the parameters, then :math:`x_0`, then :math:`G`.
-    n_heads, batch, seq_len : int
+    n_head, batch, seq_len : int
     init_scheme : {"xavier", "gpt2"}
         See :func:`init_stack`.
     activation : {"relu", "gelu", "gelu_tanh"}
@@ -336,9 +336,9 @@ def gradient_norms_by_layer(variant, depth, width, rng, n_heads=4, batch=4, seq_
     """
     _check_positive_int("batch", batch)
     _check_positive_int("seq_len", seq_len)
-    params = init_stack(variant, depth, width, rng, n_heads=n_heads, init_scheme=init_scheme, dtype=dtype)
+    params = init_stack(variant, depth, width, rng, n_head=n_head, init_scheme=init_scheme, dtype=dtype)
     x = rng.standard_normal((batch, seq_len, width)).astype(dtype)         # (B, T, C)
-    y, cache = stack_forward(x, params, variant, n_heads, activation=activation)
+    y, cache = stack_forward(x, params, variant, n_head, activation=activation)
     G = rng.standard_normal(y.shape).astype(dtype)                          # (B, T, C)
     _, grads, dxs = stack_backward(G, cache)
     return {"activation": np.array([_norm(d) for d in dxs]),

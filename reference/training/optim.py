@@ -31,6 +31,9 @@ Adam update, step :math:`t = 1, 2, \\dots` (Kingma & Ba 2015, with PyTorch's pla
     m \\leftarrow \\beta_1 m + (1 - \\beta_1) g, \\quad v \\leftarrow \\beta_2 v + (1 - \\beta_2) g^2, \\quad
     p \\leftarrow p - \\frac{\\eta}{1 - \\beta_1^t} \\frac{m}{\\sqrt{v} / \\sqrt{1 - \\beta_2^t} + \\epsilon}
 
+``adamw_step_fast`` is ``adamw_step`` for speed (cache-sized chunks, threads; the training benchmark uses it),
+tested equal to it.
+
 Weight decay can skip some parameters: ``decay_mask(path, param) -> bool`` is called with the leaf's path
 (``"blocks/0/attn/Wq"``) and array; ``None`` decays every parameter, as one ``torch.optim`` param group does.
 ``decay_matrices`` is the usual choice: decay the weight matrices, not biases, LayerNorm gains or embeddings.
@@ -39,7 +42,11 @@ import math
 
 import numpy as np
 
+from reference import _threads
 from reference._checks import check_float
+
+_CHUNK = 1 << 14                # elements per chunk of adamw_step_fast: a chunk's four arrays stay in the L2 cache
+_MIN_PARALLEL = 1 << 17         # parameters below which threads cost more than they save
 
 
 def _walk(params, others, names, path="", root="params"):
@@ -166,35 +173,26 @@ adamw_init = adam_init
 
 
 def _adam(params, grads, state, lr, betas, eps, weight_decay, decay_mask, decoupled):
-    lr = _scalar("lr", lr)
-    beta1 = _scalar("betas[0]", betas[0], high=1.0)
-    beta2 = _scalar("betas[1]", betas[1], high=1.0)
-    eps = _scalar("eps", eps)
-    weight_decay = _scalar("weight_decay", weight_decay)
+    lr, beta1, beta2, eps, weight_decay = _adam_scalars(lr, betas, eps, weight_decay)
     t = int(state["step"]) + 1
-    step_size = lr / (1.0 - beta1 ** t)                        # eta / (1 - beta1^t)
-    bc2_sqrt = math.sqrt(1.0 - beta2 ** t)                     # sqrt(1 - beta2^t)
     for path, p, g, m, v in _walk(params, [grads, state["m"], state["v"]], ["grads", "m", "v"]):
         if _decays(decay_mask, weight_decay, path, p):
             if decoupled:
                 p *= 1.0 - lr * weight_decay                   # AdamW: p <- p (1 - eta lambda)
             else:
-                g = g + p * weight_decay                       # Adam: g <- g + lambda p (a new array)
-        tmp = np.subtract(g, m)                                # (same as p)  m <- m + (1 - beta1)(g - m)
-        tmp *= 1.0 - beta1
-        m += tmp
-        np.multiply(g, g, out=tmp)                             # v <- beta2 v + (1 - beta2) g^2
-        tmp *= 1.0 - beta2
-        v *= beta2
-        v += tmp
-        np.sqrt(v, out=tmp)                                    # denom = sqrt(v) / sqrt(1 - beta2^t) + eps
-        tmp /= bc2_sqrt
-        tmp += eps
-        np.divide(m, tmp, out=tmp)                             # p <- p - step_size * m / denom
-        tmp *= step_size
-        p -= tmp
+                g = g + weight_decay * p                       # Adam: g <- g + lambda p (a new array)
+        m[...] = beta1 * m + (1.0 - beta1) * g                 # first moment
+        v[...] = beta2 * v + (1.0 - beta2) * g * g             # second moment
+        m_hat = m / (1.0 - beta1 ** t)                         # bias corrections: m and v start at 0
+        v_hat = v / (1.0 - beta2 ** t)
+        p -= lr * m_hat / (np.sqrt(v_hat) + eps)
     state["step"] = t
     return params, state
+
+
+def _adam_scalars(lr, betas, eps, weight_decay):
+    return (_scalar("lr", lr), _scalar("betas[0]", betas[0], high=1.0), _scalar("betas[1]", betas[1], high=1.0),
+            _scalar("eps", eps), _scalar("weight_decay", weight_decay))
 
 
 def adam_step(params, grads, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decay_mask=None):
@@ -206,6 +204,52 @@ def adamw_step(params, grads, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_de
     """One AdamW step, in place (``torch.optim.AdamW``): decoupled weight decay
     :math:`p \\leftarrow p(1 - \\eta\\lambda)`, then the bias-corrected Adam update (Loshchilov & Hutter 2019)."""
     return _adam(params, grads, state, lr, betas, eps, weight_decay, decay_mask, decoupled=True)
+
+
+def adamw_step_fast(params, grads, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, decay_mask=None):
+    """:func:`adamw_step` over cache-sized chunks of every parameter, in place, the chunks split over threads.
+
+    The steps of one chunk (``_CHUNK`` elements) run on a scratch buffer that stays in the CPU cache, instead of
+    walking each whole parameter once per step; a parameter that is not contiguous (its flat view would be a copy)
+    takes :func:`adamw_step`'s path. Same results as :func:`adamw_step` to rounding (the tests hold them equal).
+    """
+    lr, beta1, beta2, eps, weight_decay = _adam_scalars(lr, betas, eps, weight_decay)
+    t = int(state["step"]) + 1
+    bc1, bc2 = 1.0 - beta1 ** t, 1.0 - beta2 ** t
+    chunks = []                                                # (p, g, m, v, decay factor or None), 1-d views
+    for path, p, g, m, v in _walk(params, [grads, state["m"], state["v"]], ["grads", "m", "v"]):
+        decay = 1.0 - lr * weight_decay if _decays(decay_mask, weight_decay, path, p) else None
+        if not all(a.flags.c_contiguous for a in (p, m, v)):
+            _adam({"p": p}, {"p": g}, {"step": t - 1, "m": {"p": m}, "v": {"p": v}}, lr, (beta1, beta2), eps,
+                  weight_decay if decay is not None else 0.0, None, decoupled=True)
+            continue
+        flats = [a.reshape(-1) for a in (p, g, m, v)]
+        chunks += [[f[s:s + _CHUNK] for f in flats] + [decay] for s in range(0, p.size, _CHUNK)]
+
+    def run(part):
+        scratch = {}
+        for pc, gc, mc, vc, decay in chunks[part]:
+            tmp = scratch.setdefault(pc.dtype, np.empty(_CHUNK, dtype=pc.dtype))[:pc.size]
+            if decay is not None:
+                pc *= decay                                    # p <- p (1 - eta lambda)
+            np.subtract(gc, mc, out=tmp)
+            tmp *= 1.0 - beta1
+            mc += tmp                                          # m <- m + (1 - beta1)(g - m)
+            np.multiply(gc, gc, out=tmp)
+            tmp *= 1.0 - beta2
+            vc *= beta2
+            vc += tmp                                          # v <- beta2 v + (1 - beta2) g^2
+            np.divide(vc, bc2, out=tmp)
+            np.sqrt(tmp, out=tmp)
+            tmp += eps                                         # sqrt(v_hat) + eps
+            np.divide(mc, tmp, out=tmp)
+            tmp *= lr / bc1                                    # eta m_hat / (sqrt(v_hat) + eps)
+            pc -= tmp
+
+    _threads.run(run, _threads.parts(len(chunks), _threads.workers_for(sum(c[0].size for c in chunks),
+                                                                        _MIN_PARALLEL)))
+    state["step"] = t
+    return params, state
 
 
 OPTIMIZERS = {

@@ -23,8 +23,8 @@ def _count(tree):
 
 @pytest.mark.parametrize("norm", ["post", "pre"])
 def test_encoder_decoder_count_matches_the_reference_model(norm):
-    config = transformer.TransformerConfig(src_vocab_size=13, tgt_vocab_size=17, d_model=16, n_heads=2,
-                                           n_layers=2, d_ff=24, norm=norm)
+    config = transformer.TransformerConfig(src_vocab_size=13, tgt_vocab_size=17, d_model=16, n_head=2,
+                                           n_layer=2, d_ff=24, norm=norm)
     params = transformer.init_params(config, np.random.default_rng(0))
     assert sol.encoder_decoder_params(2, 16, 24, 13, 17, norm=norm) == _count(params)  # exact: a count
 

@@ -28,9 +28,8 @@ def tiny_gpt(rng, dtype=np.float64, scale=1.0):
 def tiny_bert(rng, dtype=np.float64):
     """A random BERT with MiniLM's vocabulary (so the installed WordPiece fits) and tiny hidden sizes."""
     C, F, L, P = 16, 32, 2, 64
-    config = bert.BertConfig(vocab_size=30522, hidden_size=C, num_hidden_layers=L, num_attention_heads=4,
-                             intermediate_size=F, max_position_embeddings=P, type_vocab_size=2,
-                             layer_norm_eps=1e-12, max_seq_length=P)
+    config = bert.BertConfig(vocab_size=30522, d_model=C, n_layer=L, n_head=4, d_ff=F, block_size=P, type_vocab_size=2,
+                             ln_eps=1e-12, max_seq_length=P)
 
     def n(*shape):
         return (0.3 * rng.standard_normal(shape)).astype(dtype)
@@ -38,9 +37,8 @@ def tiny_bert(rng, dtype=np.float64):
     def ln():
         return {"gamma": 1.0 + n(C), "beta": n(C)}
 
-    params = {"word_embeddings": n(30522, C), "position_embeddings": n(P, C), "token_type_embeddings": n(2, C),
-              "emb_ln": ln(),
-              "layers": [{"attn": {"Wq": n(C, C), "bq": n(C), "Wk": n(C, C), "bk": n(C), "Wv": n(C, C), "bv": n(C),
+    params = {"wte": n(30522, C), "wpe": n(P, C), "wtype": n(2, C), "ln_emb": ln(),
+              "blocks": [{"attn": {"Wq": n(C, C), "bq": n(C), "Wk": n(C, C), "bk": n(C), "Wv": n(C, C), "bv": n(C),
                                    "Wo": n(C, C), "bo": n(C)},
                           "ln1": ln(), "ffn": {"W1": n(C, F), "b1": n(F), "W2": n(F, C), "b2": n(C)}, "ln2": ln()}
                          for _ in range(L)]}
@@ -162,11 +160,11 @@ def test_pruned_gpt_neuron_is_gone(rng):
     pruned = prune.apply_masks(params, prune.structured_masks(params, CFG.n_head, neurons=[(1, 5), (0, 0)]))
     base = gpt.forward(pruned, CFG, ids)[0]
     flat = {n: a.copy() for n, a in tree.flatten(pruned).items()}
-    flat["blocks.1.mlp.W1"][:, 5] = rng.standard_normal(CFG.d_model)
-    flat["blocks.1.mlp.b1"][5] = 3.0
+    flat["blocks.1.ffn.W1"][:, 5] = rng.standard_normal(CFG.d_model)
+    flat["blocks.1.ffn.b1"][5] = 3.0
     # float64, as above: the neuron's activation meets only the zero row 5 of W2.
     np.testing.assert_allclose(gpt.forward(tree.unflatten(flat), CFG, ids)[0], base, rtol=0, atol=1e-13)
-    assert (flat["blocks.0.mlp.W2"][0] == 0).all() and (flat["blocks.0.mlp.W1"][:, 0] == 0).all()
+    assert (flat["blocks.0.ffn.W2"][0] == 0).all() and (flat["blocks.0.ffn.W1"][:, 0] == 0).all()
 
 
 def test_pruned_bert_head_is_gone(rng):
@@ -175,8 +173,8 @@ def test_pruned_bert_head_is_gone(rng):
     pruned = prune.apply_masks(params, prune.structured_masks(params, 4, heads=[(1, 2)]))
     base = bert.forward(pruned, config, ids)[0]
     flat = {n: a.copy() for n, a in tree.flatten(pruned).items()}
-    flat["layers.1.attn.Wv"][:, 8:12] = rng.standard_normal((16, 4))
-    flat["layers.1.attn.bk"][8:12] = 1.0
+    flat["blocks.1.attn.Wv"][:, 8:12] = rng.standard_normal((16, 4))
+    flat["blocks.1.attn.bk"][8:12] = 1.0
     # float64, as for the GPT.
     np.testing.assert_allclose(bert.forward(tree.unflatten(flat), config, ids)[0], base, rtol=0, atol=1e-13)
     assert np.abs(base - bert.forward(params, config, ids)[0]).max() > 1e-3
@@ -209,7 +207,7 @@ def test_taylor_scores_are_the_gate_derivatives(rng):
         num = abs(gate_derivative(params, ids, targets, f"blocks.{layer}.attn.Wo", rows))
         assert rel_error(heads[layer, h], num) < 1e-6
     for layer, j in [(0, 3), (1, 30)]:
-        num = abs(gate_derivative(params, ids, targets, f"blocks.{layer}.mlp.W2", j))
+        num = abs(gate_derivative(params, ids, targets, f"blocks.{layer}.ffn.W2", j))
         assert rel_error(neurons[layer, j], num) < 1e-6
     # Over several batches the score is the mean of the per-batch |dL/dxi| (Michel et al. average |.| over data).
     _, grads2 = gpt.loss_and_grads(params, CFG, ids_batch(rng), ids_batch(rng))
@@ -221,7 +219,7 @@ def test_taylor_scores_are_the_gate_derivatives(rng):
 def test_weight_scores_and_lowest(rng):
     params = tiny_gpt(rng)
     params["blocks"][1]["attn"]["Wo"][:CFG.d_k] *= 1e-3                      # head (1, 0) barely writes out
-    params["blocks"][0]["mlp"]["W2"][7] = 0.0                                 # neuron (0, 7) writes nothing
+    params["blocks"][0]["ffn"]["W2"][7] = 0.0                                 # neuron (0, 7) writes nothing
     heads = prune.head_importance(params, CFG.n_head)
     neurons = prune.neuron_importance(params)
     assert prune.lowest(heads, 1) == [(1, 0)]
@@ -367,7 +365,7 @@ def test_bad_arguments(rng):
         prune.structured_masks(params, 3)
     with pytest.raises(ValueError, match="method='taylor' needs grads"):
         prune.head_importance(params, CFG.n_head, "taylor")
-    with pytest.raises(ValueError, match="expected a GPT tree"):
+    with pytest.raises(ValueError, match=r"expected a GPT or BERT tree \(with .blocks.\)"):
         prune.structured_masks({"W": np.ones((2, 2))}, 1)
     with pytest.raises(ValueError, match="no prunable arrays"):
         prune.magnitude_masks({"b": np.ones(3)}, 0.5)

@@ -49,7 +49,7 @@ def test_unquantized_leaves_match_finite_differences(rng):
     x, y = batch(rng)
     _, grads = qat.loss_and_grads(params, CFG, x, y, bits=4, group_size=4)
     flat, gflat = tree.flatten(params), tree.flatten(grads)
-    for name in ("wte", "wpe", "blocks.0.attn.bv", "blocks.1.mlp.b1", "blocks.1.ln2.gamma", "ln_f.beta"):
+    for name in ("wte", "wpe", "blocks.0.attn.bv", "blocks.1.ffn.b1", "blocks.1.ln2.gamma", "ln_f.beta"):
         num = numerical_grad(lambda: float(qat.loss_and_grads(params, CFG, x, y, bits=4, group_size=4)[0]),
                              flat[name])
         assert rel_error(gflat[name], num) < RTOL_FD, name
@@ -58,10 +58,10 @@ def test_unquantized_leaves_match_finite_differences(rng):
 def test_clipped_weights_get_no_gradient(rng):
     params = tiny_gpt(rng)
     x, y = batch(rng)
-    W = tree.flatten(params)["blocks.0.mlp.W1"]
+    W = tree.flatten(params)["blocks.0.ffn.W1"]
     _, grads = qat.loss_and_grads(params, CFG, x, y, bits=4, clip=90.0)
     _, ref_grads = gpt.loss_and_grads(qat.fake_quant_params(params, bits=4, clip=90.0)[0], CFG, x, y)
-    g, ref = tree.flatten(grads)["blocks.0.mlp.W1"], tree.flatten(ref_grads)["blocks.0.mlp.W1"]
+    g, ref = tree.flatten(grads)["blocks.0.ffn.W1"], tree.flatten(ref_grads)["blocks.0.ffn.W1"]
     inside = np.abs(W) <= np.percentile(np.abs(W), 90.0)
     assert 0 < (~inside).sum() < W.size
     np.testing.assert_array_equal(g[~inside], 0.0)

@@ -402,16 +402,16 @@ def test_quantize_params_on_gpt_quantizes_the_matrices_only(kwargs):
 def test_quantize_params_on_a_bert_shaped_tree_skips_embeddings(rng):
     def ln():
         return {"gamma": np.ones(8), "beta": np.zeros(8)}
-    params = {"word_embeddings": rng.standard_normal((20, 8)), "position_embeddings": rng.standard_normal((6, 8)),
-              "token_type_embeddings": rng.standard_normal((2, 8)), "emb_ln": ln(),
-              "layers": [{"attn": {"Wq": rng.standard_normal((8, 8)), "bq": np.zeros(8)}, "ln1": ln(),
+    params = {"wte": rng.standard_normal((20, 8)), "wpe": rng.standard_normal((6, 8)),
+              "wtype": rng.standard_normal((2, 8)), "ln_emb": ln(),
+              "blocks": [{"attn": {"Wq": rng.standard_normal((8, 8)), "bq": np.zeros(8)}, "ln1": ln(),
                           "ffn": {"W1": rng.standard_normal((8, 32)), "b1": np.zeros(32)}}]}
     new, report = Q.quantize_params(params)
-    assert set(report["tensors"]) == {"layers.0.attn.Wq", "layers.0.ffn.W1"}
-    assert isinstance(new["layers"], list) and set(new["layers"][0]) == {"attn", "ln1", "ffn"}
-    np.testing.assert_array_equal(new["word_embeddings"], params["word_embeddings"])
+    assert set(report["tensors"]) == {"blocks.0.attn.Wq", "blocks.0.ffn.W1"}
+    assert isinstance(new["blocks"], list) and set(new["blocks"][0]) == {"attn", "ln1", "ffn"}
+    np.testing.assert_array_equal(new["wte"], params["wte"])
     _, with_emb = Q.quantize_params(params, predicate=lambda name, W: W.ndim == 2)
-    assert "word_embeddings" in with_emb["tensors"] and len(with_emb["tensors"]) == 5
+    assert "wte" in with_emb["tensors"] and len(with_emb["tensors"]) == 5
 
 
 def test_quantized_gpt_logits_stay_close_to_float(rng):

@@ -76,9 +76,9 @@ def test_hidden_states_and_attentions_match_in_float64(hf, batch):
     # 1/sigma is at most ~1e2), so 1e-10 can only pass if the computation is the same, op for op.
     np.testing.assert_allclose(h[real], h_ref[real], rtol=0, atol=1e-10)
     np.testing.assert_allclose(bert.l2_normalize(bert.mean_pool(h, mask)), e_ref, rtol=0, atol=1e-12)
-    assert len(att) == config.num_hidden_layers
+    assert len(att) == config.n_layer
     for a, a_ref in zip(att, att_ref):
-        assert a.shape == (len(SENTENCES), config.num_attention_heads, ids.shape[1], ids.shape[1])
+        assert a.shape == (len(SENTENCES), config.n_head, ids.shape[1], ids.shape[1])
         np.testing.assert_allclose(a.transpose(0, 2, 1, 3)[real], a_ref.transpose(0, 2, 1, 3)[real], rtol=0, atol=1e-12)
         # each real query spreads its attention over real keys only
         np.testing.assert_allclose(a.sum(axis=-1).transpose(0, 2, 1)[real], 1.0, rtol=0, atol=1e-12)
@@ -105,9 +105,9 @@ def test_linear_weights_are_transposed(model32):
     from safetensors.numpy import load_file
     sd = load_file(str(bert.model_dir() / "model.safetensors"))
     W = sd["encoder.layer.0.intermediate.dense.weight"]                       # torch layout (out, in) = (1536, 384)
-    assert W.shape == (config.intermediate_size, config.hidden_size)
-    np.testing.assert_array_equal(params["layers"][0]["ffn"]["W1"], W.T)      # house layout (in, out)
-    assert config.layer_norm_eps == 1e-12 and config.max_seq_length == 256
+    assert W.shape == (config.d_ff, config.d_model)
+    np.testing.assert_array_equal(params["blocks"][0]["ffn"]["W1"], W.T)      # house layout (in, out)
+    assert config.ln_eps == 1e-12 and config.max_seq_length == 256
 
 
 def test_overlong_text_is_truncated_with_a_warning(model32):

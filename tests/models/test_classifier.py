@@ -18,7 +18,7 @@ def _leaves(tree, path=""):
 
 
 def _setup(rng, norm="pre", dtype=np.float64, B=3, T=5):
-    config = classifier.ClassifierConfig(vocab_size=7, n_classes=3, max_len=6, d_model=8, n_heads=2, n_layers=2,
+    config = classifier.ClassifierConfig(vocab_size=7, n_classes=3, max_len=6, d_model=8, n_head=2, n_layer=2,
                                          d_ff=12, norm=norm, activation="gelu")
     params = classifier.init_params(config, rng, dtype)
     for _, p in _leaves(params):                 # random biases, gains and head: every term of the backward counts
@@ -88,7 +88,7 @@ def test_learns_an_order_task(rng):
         first, second = (1, 2) if y[n] == 0 else (2, 1)
         ids[n, min(i, j)], ids[n, max(i, j)] = first, second
     mask = np.ones((N, T), bool)
-    config = classifier.ClassifierConfig(vocab_size=6, n_classes=2, max_len=T, d_model=16, n_heads=2, n_layers=1,
+    config = classifier.ClassifierConfig(vocab_size=6, n_classes=2, max_len=T, d_model=16, n_head=2, n_layer=1,
                                          d_ff=32)
     params = classifier.init_params(config, np.random.default_rng(1))
     best, history = classifier.train(params, config, ids, mask, y, np.random.default_rng(2), steps=300,
@@ -118,8 +118,8 @@ def test_bad_inputs(rng):
         classifier.forward(params, config, ids + 7, mask)
     with pytest.raises(TypeError, match="ids: expected an integer"):
         classifier.forward(params, config, ids.astype(float), mask)
-    with pytest.raises(ValueError, match="not divisible by n_heads"):
-        classifier.ClassifierConfig(vocab_size=5, n_classes=2, max_len=4, d_model=6, n_heads=4)
+    with pytest.raises(ValueError, match="not divisible by n_head"):
+        classifier.ClassifierConfig(vocab_size=5, n_classes=2, max_len=4, d_model=6, n_head=4)
     with pytest.raises(ValueError, match="n_classes: expected an integer >= 2"):
         classifier.ClassifierConfig(vocab_size=5, n_classes=1, max_len=4)
     params["head"]["b"][0] = np.inf

@@ -102,19 +102,26 @@ def torch_adamw(model):
 # Three full training steps (forward, cross-entropy, backward, AdamW with weight decay on the matrices only) from
 # the same initial parameters on the same batches. The parameters are compared after every step.
 # float64: round-off only, measured 2e-15 (relative to each array's largest entry); bound 1e-12.
-# float32: the gradients agree to ~1e-6 of their size (test above), but Adam's first steps are about
-# lr * g / |g|: an entry whose gradient is small is divided by a small number, so its round-off moves its update by a
-# fraction of lr. Measured: 1.4e-6 absolute (0.14 % of lr) on one entry of c_fc, 3.4e-6 relative, not growing over
-# the steps. A wrong gradient term would change updates by ~lr = 1e-3, relative ~1e-2; the bound 1e-5 sits between.
-@pytest.mark.parametrize("np_dtype, torch_dtype, tol", [(np.float64, torch.float64, 1e-12),
-                                                        (np.float32, torch.float32, 1e-5)])
-def test_training_steps_match_pytorch(np_dtype, torch_dtype, tol, rng):
+# float32: the gradients agree to ~1e-6 of each array's largest entry (test above), and Adam's first steps are about
+# lr * g / (|g| + eps), i.e. about lr * sign(g). An entry whose gradient is below that round-off on both sides has no
+# float32 sign: each side steps by up to lr in a direction set by its own rounding. The key bias bk is such an entry
+# on every step (its true gradient is exactly 0, see the finite-difference test), and so, by chance, is one entry of
+# wte in step 1 of this test (float64 gradient 1.2e-8, 9e-8 of the array's largest; float32 gives -2.0e-8 on our side
+# and -1.1e-8 on torch's, so with eps = 1e-8 the updates are 0.67 lr and 0.53 lr: a difference of 0.14 lr = 1.4e-4,
+# 4.5e-4 relative to the array). Those entries, with |g| below `unresolved` times the array's largest on both sides
+# (10x the gradients' round-off: 1e-5 in float32, 1e-13 in float64), are held to what Adam allows, 2 lr per step
+# apart; every other entry is compared with the bound `tol` (float32: measured 3.4e-6 relative, on one entry of c_fc;
+# a wrong gradient term moves updates by ~lr, ~1e-2). Measured here: besides bk, at most 4 such entries per array
+# (0.13 %) in float32, none in float64; more than 1 % would mean the gradients themselves went wrong.
+@pytest.mark.parametrize("np_dtype, torch_dtype, tol, unresolved_below", [(np.float64, torch.float64, 1e-12, 1e-13),
+                                                                          (np.float32, torch.float32, 1e-5, 1e-5)])
+def test_training_steps_match_pytorch(np_dtype, torch_dtype, tol, unresolved_below, rng):
     model = hf_model(torch_dtype, seed=1)
     params, config = gpt.from_hf_gpt2(numpy_state(model), n_head=HF_SIZES["n_head"])
     model.train()                                 # dropout probabilities are 0: train mode changes nothing else
     opt_t = torch_adamw(model)
     state = optim.adamw_init(params)
-    bk0 = [blk["attn"]["bk"].copy() for blk in params["blocks"]]
+    unresolved = {}                               # name -> entries whose update so far was set by round-off
     for step in range(3):
         ids = rng.integers(0, config.vocab_size, size=(4, 16))
         targets = rng.integers(0, config.vocab_size, size=(4, 16))
@@ -131,16 +138,19 @@ def test_training_steps_match_pytorch(np_dtype, torch_dtype, tol, rng):
         assert abs(float(loss) - loss_t.item()) <= tol * abs(loss_t.item())
         theirs = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
         ours = gpt.to_hf_gpt2(params)
-        for i in range(config.n_layer):
-            # The key bias bk (the middle third of c_attn.bias) has a true gradient of exactly 0 (see the
-            # finite-difference test): what each side computes is its own round-off, which Adam divides by
-            # sqrt(v) + eps and so turns into a step of up to lr. Both sides keep bk within lr per step of its start.
-            name, C = f"transformer.h.{i}.attn.c_attn.bias", config.d_model
-            for p in (ours[name], theirs[name]):
-                assert np.abs(p[C:2 * C] - bk0[i]).max() <= (step + 1) * ADAMW["lr"] * 1.001
-            ours[name], theirs[name] = np.delete(ours[name], slice(C, 2 * C)), np.delete(theirs[name], slice(C, 2 * C))
+        for name, g in gpt.to_hf_gpt2(grads).items():
+            g_t = hf_grads(model)[name]
+            floor = unresolved_below * np.abs(g_t).max()
+            unresolved[name] = unresolved.get(name, False) | ((np.abs(g) <= floor) & (np.abs(g_t) <= floor))
+        for i in range(config.n_layer):                                     # bk: always round-off
+            assert unresolved[f"transformer.h.{i}.attn.c_attn.bias"][config.d_model:2 * config.d_model].all()
         for name, p in ours.items():
-            assert rel_error(p, theirs[name]) < tol, f"step {step + 1}, {name}: {rel_error(p, theirs[name]):.2e}"
+            m = unresolved[name]
+            others = np.delete(m, slice(config.d_model, 2 * config.d_model)) if name.endswith("c_attn.bias") else m
+            assert others.mean() < 0.01, f"{name}: {others.mean():.1%} of the gradients are round-off"
+            assert np.abs(p[m] - theirs[name][m]).max(initial=0) <= 2 * (step + 1) * ADAMW["lr"]
+            err = rel_error(p[~m], theirs[name][~m])
+            assert err < tol, f"step {step + 1}, {name}: {err:.2e}"
 
 
 TINY = dict(vocab_size=11, block_size=6, n_layer=2, n_head=2, d_model=8)
@@ -213,9 +223,9 @@ def test_init_params_scales(rng):
     # sample std of ~16k-65k normal draws is within 2% of the true std with overwhelming probability
     assert abs(params["wte"].std() / 0.02 - 1) < 0.02
     assert abs(blk["attn"]["Wq"].std() / 0.02 - 1) < 0.02
-    assert abs(blk["mlp"]["W2"].std() / (0.02 / np.sqrt(16)) - 1) < 0.02
+    assert abs(blk["ffn"]["W2"].std() / (0.02 / np.sqrt(16)) - 1) < 0.02
     assert abs(blk["attn"]["Wo"].std() / (0.02 / np.sqrt(16)) - 1) < 0.02
-    assert np.all(blk["ln1"]["gamma"] == 1) and np.all(blk["mlp"]["b1"] == 0)
+    assert np.all(blk["ln1"]["gamma"] == 1) and np.all(blk["ffn"]["b1"] == 0)
     C, V, L = 128, 500, 8
     assert gpt.n_params(params) == V * C + 64 * C + L * (12 * C * C + 13 * C) + 2 * C
     assert tree.unflatten(tree.flatten(params)).keys() == params.keys()
@@ -262,6 +272,6 @@ def test_bad_inputs_raise(rng):
         gpt.forward(params, config, np.zeros((1, 3)))
     with pytest.raises(ValueError, match="expected shape"):
         gpt.forward(params, gpt.GPTConfig(**dict(TINY, d_model=10)), np.zeros((1, 3), dtype=np.int64))
-    params["blocks"][0]["mlp"]["b1"] = params["blocks"][0]["mlp"]["b1"].astype(np.float64)
+    params["blocks"][0]["ffn"]["b1"] = params["blocks"][0]["ffn"]["b1"].astype(np.float64)
     with pytest.raises(TypeError, match="expected dtype float32"):
         gpt.forward(params, config, np.zeros((1, 3), dtype=np.int64))

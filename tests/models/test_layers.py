@@ -46,12 +46,12 @@ def ffn_params(rng, C=C, d_ff=D_FF, dtype=np.float64):
 
 
 def encoder_params(rng, dtype=np.float64, C=C, d_ff=D_FF):
-    return {"self_attn": attn_params(rng, C, dtype), "ln1": ln_params(rng, C, dtype),
+    return {"attn": attn_params(rng, C, dtype), "ln1": ln_params(rng, C, dtype),
             "ffn": ffn_params(rng, C, d_ff, dtype), "ln2": ln_params(rng, C, dtype)}
 
 
 def decoder_params(rng, dtype=np.float64, C=C, d_ff=D_FF):
-    return {"self_attn": attn_params(rng, C, dtype), "ln1": ln_params(rng, C, dtype),
+    return {"attn": attn_params(rng, C, dtype), "ln1": ln_params(rng, C, dtype),
             "cross_attn": attn_params(rng, C, dtype), "ln2": ln_params(rng, C, dtype),
             "ffn": ffn_params(rng, C, d_ff, dtype), "ln3": ln_params(rng, C, dtype)}
 
@@ -188,13 +188,13 @@ def ffn_grads(layer):
 TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
 
 
-def torch_encoder_layer(params, norm, activation, dtype, eps=1e-5, n_heads=H):
+def torch_encoder_layer(params, norm, activation, dtype, eps=1e-5, n_head=H):
     C, d_ff = params["ffn"]["W1"].shape
-    layer = torch.nn.TransformerEncoderLayer(C, n_heads, dim_feedforward=d_ff, dropout=0.0,
+    layer = torch.nn.TransformerEncoderLayer(C, n_head, dim_feedforward=d_ff, dropout=0.0,
                                              activation=activation, layer_norm_eps=eps, batch_first=True,
                                              norm_first=(norm == "pre"), dtype=TORCH_DTYPE[dtype])
     with torch.no_grad():
-        load_mha(layer.self_attn, params["self_attn"])
+        load_mha(layer.self_attn, params["attn"])
         load_ln(layer.norm1, params["ln1"])
         load_ffn(layer, params["ffn"])
         load_ln(layer.norm2, params["ln2"])
@@ -202,17 +202,17 @@ def torch_encoder_layer(params, norm, activation, dtype, eps=1e-5, n_heads=H):
 
 
 def torch_encoder_grads(layer):
-    return {"self_attn": mha_grads(layer.self_attn), "ln1": ln_grads(layer.norm1), "ffn": ffn_grads(layer),
+    return {"attn": mha_grads(layer.self_attn), "ln1": ln_grads(layer.norm1), "ffn": ffn_grads(layer),
             "ln2": ln_grads(layer.norm2)}
 
 
-def torch_decoder_layer(params, norm, activation, dtype, eps=1e-5, n_heads=H):
+def torch_decoder_layer(params, norm, activation, dtype, eps=1e-5, n_head=H):
     C, d_ff = params["ffn"]["W1"].shape
-    layer = torch.nn.TransformerDecoderLayer(C, n_heads, dim_feedforward=d_ff, dropout=0.0,
+    layer = torch.nn.TransformerDecoderLayer(C, n_head, dim_feedforward=d_ff, dropout=0.0,
                                              activation=activation, layer_norm_eps=eps, batch_first=True,
                                              norm_first=(norm == "pre"), dtype=TORCH_DTYPE[dtype])
     with torch.no_grad():
-        load_mha(layer.self_attn, params["self_attn"])
+        load_mha(layer.self_attn, params["attn"])
         load_ln(layer.norm1, params["ln1"])
         load_mha(layer.multihead_attn, params["cross_attn"])
         load_ln(layer.norm2, params["ln2"])
@@ -222,7 +222,7 @@ def torch_decoder_layer(params, norm, activation, dtype, eps=1e-5, n_heads=H):
 
 
 def torch_decoder_grads(layer):
-    return {"self_attn": mha_grads(layer.self_attn), "ln1": ln_grads(layer.norm1),
+    return {"attn": mha_grads(layer.self_attn), "ln1": ln_grads(layer.norm1),
             "cross_attn": mha_grads(layer.multihead_attn), "ln2": ln_grads(layer.norm2), "ffn": ffn_grads(layer),
             "ln3": ln_grads(layer.norm3)}
 
@@ -314,7 +314,7 @@ def test_decoder_layer_random_shapes_match_torch(B, T, S_, H_, d_k, d_ff, norm, 
         for name, g in flatten(dparams).items():
             assert g.shape == flatten(params)[name].shape and not g.any(), name
         return
-    layer = torch_decoder_layer(params, norm, "relu", np.float64, n_heads=H_)
+    layer = torch_decoder_layer(params, norm, "relu", np.float64, n_head=H_)
     xt, mt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(memory).requires_grad_()
     yt = layer(xt, mt, tgt_mask=torch.from_numpy(~causal))
     yt.backward(torch.from_numpy(G))
@@ -353,7 +353,7 @@ def test_bad_arguments_raise(rng):
     with pytest.raises(TypeError, match="float32 or float64"):
         layers.encoder_layer_forward(x.astype(np.int64), enc, H)
     with pytest.raises(ValueError, match="params: expected a dict with keys"):
-        layers.encoder_layer_forward(x, {"self_attn": enc["self_attn"]}, H)
+        layers.encoder_layer_forward(x, {"attn": enc["attn"]}, H)
     with pytest.raises(ValueError, match="params: expected a dict with keys"):
         layers.decoder_layer_forward(x, memory, enc, H)
     with pytest.raises(ValueError, match="memory: expected shape"):

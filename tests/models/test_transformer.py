@@ -25,7 +25,7 @@ from tests.models.test_layers import (
     torch_encoder_layer,
 )
 
-TINY = dict(src_vocab_size=11, tgt_vocab_size=13, d_model=8, n_heads=2, n_layers=2, d_ff=12)
+TINY = dict(src_vocab_size=11, tgt_vocab_size=13, d_model=8, n_head=2, n_layer=2, d_ff=12)
 B, S, T = 2, 5, 4
 
 # float64 against torch float64, see tests/models/test_layers.py: a wrong term is O(1), round-off ~1e-15.
@@ -40,13 +40,13 @@ def perturbed_params(config, rng, dtype=np.float64):
     """init_params, then every bias, beta and gamma moved off its 0 or 1, so that a gradient that only holds at
     zero biases (or unit gamma) cannot pass."""
     params = transformer.init_params(config, rng, dtype)
-    for a in flatten_layers(params).values():
+    for a in flatten_layer(params).values():
         if a.ndim == 1:
             a += (0.2 * rng.standard_normal(a.shape)).astype(dtype)
     return params
 
 
-def flatten_layers(params):
+def flatten_layer(params):
     """Like flatten, with list indices in the names: {"encoder": [{"ln1": {...}}]} -> {"encoder.0.ln1.gamma": ...}."""
     out = {}
     for k, v in params.items():
@@ -107,9 +107,9 @@ def test_model_matches_finite_differences(norm, rng):
 
     logits, cache = transformer.forward(params, config, src, tgt, src_pad, tgt_pad)
     grads = transformer.backward(G, cache)
-    inputs, analytic = flatten_layers(params), flatten_layers(grads)
+    inputs, analytic = flatten_layer(params), flatten_layer(grads)
     assert set(inputs) == set(analytic)
-    assert ("enc_ln.gamma" in inputs) == (norm == "pre")
+    assert ("ln_f_enc.gamma" in inputs) == (norm == "pre")
     check_grads_subset(f, inputs, analytic, rng)
 
 
@@ -136,12 +136,12 @@ def test_model_matches_torch(norm, rng):
     grads = transformer.backward(G, cache)
 
     C = config.d_model
-    enc = [torch_encoder_layer(p, norm, "relu", np.float64, n_heads=config.n_heads) for p in params["encoder"]]
-    dec = [torch_decoder_layer(p, norm, "relu", np.float64, n_heads=config.n_heads) for p in params["decoder"]]
-    E_src = torch.from_numpy(params["src_emb"].copy()).requires_grad_()
-    E_tgt = torch.from_numpy(params["tgt_emb"].copy()).requires_grad_()
+    enc = [torch_encoder_layer(p, norm, "relu", np.float64, n_head=config.n_head) for p in params["encoder"]]
+    dec = [torch_decoder_layer(p, norm, "relu", np.float64, n_head=config.n_head) for p in params["decoder"]]
+    E_src = torch.from_numpy(params["wte_src"].copy()).requires_grad_()
+    E_tgt = torch.from_numpy(params["wte_tgt"].copy()).requires_grad_()
     lns = {}
-    for name in ("enc_ln", "dec_ln"):
+    for name in ("ln_f_enc", "ln_f_dec"):
         if name in params:
             lns[name] = torch.nn.LayerNorm(C, eps=config.ln_eps, dtype=torch.float64)
             with torch.no_grad():
@@ -154,22 +154,22 @@ def test_model_matches_torch(norm, rng):
     for layer in enc:
         x = layer(x, src_key_padding_mask=src_kpm)
     if norm == "pre":
-        x = lns["enc_ln"](x)
+        x = lns["ln_f_enc"](x)
     h = E_tgt[torch.from_numpy(tgt)] * math.sqrt(C) + torch_sinusoidal(T, C)
     for layer in dec:
         h = layer(h, x, tgt_mask=causal, tgt_key_padding_mask=tgt_kpm, memory_key_padding_mask=src_kpm)
     if norm == "pre":
-        h = lns["dec_ln"](h)
+        h = lns["ln_f_dec"](h)
     logits_t = h @ E_tgt.T
     logits_t.backward(torch.from_numpy(G))
 
     assert rel_error(logits, logits_t.detach().numpy()) < RTOL_TORCH64
-    expected = {"src_emb": E_src.grad.numpy(), "tgt_emb": E_tgt.grad.numpy(),
+    expected = {"wte_src": E_src.grad.numpy(), "wte_tgt": E_tgt.grad.numpy(),
                 "encoder": [torch_encoder_grads(layer) for layer in enc],
                 "decoder": [torch_decoder_grads(layer) for layer in dec]}
     for name, ln in lns.items():
         expected[name] = {"gamma": ln.weight.grad.numpy(), "beta": ln.bias.grad.numpy()}
-    ours, theirs = flatten_layers(grads), flatten_layers(expected)
+    ours, theirs = flatten_layer(grads), flatten_layer(expected)
     assert set(ours) == set(theirs)
     for name in ours:
         if is_key_bias(name):                                        # a true 0: see tests/models/test_layers.py
@@ -230,25 +230,25 @@ def test_padded_positions_do_not_leak(norm, rng):
 # Init, dtypes.
 
 def test_init_params_structure_and_statistics(rng):
-    config = TransformerConfig(src_vocab_size=300, tgt_vocab_size=200, d_model=64, n_heads=4, n_layers=1, d_ff=256)
+    config = TransformerConfig(src_vocab_size=300, tgt_vocab_size=200, d_model=64, n_head=4, n_layer=1, d_ff=256)
     params = transformer.init_params(config, rng)
     C = config.d_model
     enc, dec = params["encoder"][0], params["decoder"][0]
-    assert set(params) == {"src_emb", "tgt_emb", "encoder", "decoder"}
-    assert set(enc) == {"self_attn", "ln1", "ffn", "ln2"}
-    assert set(dec) == {"self_attn", "ln1", "cross_attn", "ln2", "ffn", "ln3"}
+    assert set(params) == {"wte_src", "wte_tgt", "encoder", "decoder"}
+    assert set(enc) == {"attn", "ln1", "ffn", "ln2"}
+    assert set(dec) == {"attn", "ln1", "cross_attn", "ln2", "ffn", "ln3"}
     # Variance of n draws, 6-sigma band (see tests/training/test_init.py): normal sqrt(2/n), uniform sqrt(0.8/n).
-    for W, var, kurt in [(params["src_emb"], 1 / C, 3.0), (params["tgt_emb"], 1 / C, 3.0),
-                         (enc["self_attn"]["Wq"], 2 / (2 * C), 1.8), (dec["cross_attn"]["Wo"], 2 / (2 * C), 1.8),
+    for W, var, kurt in [(params["wte_src"], 1 / C, 3.0), (params["wte_tgt"], 1 / C, 3.0),
+                         (enc["attn"]["Wq"], 2 / (2 * C), 1.8), (dec["cross_attn"]["Wo"], 2 / (2 * C), 1.8),
                          (enc["ffn"]["W1"], 2 / (C + config.d_ff), 1.8),
                          (dec["ffn"]["W2"], 2 / (C + config.d_ff), 1.8)]:
         assert abs(W.var() / var - 1) < 6 * math.sqrt((kurt - 1) / W.size)
-    for name, a in flatten_layers(params).items():
+    for name, a in flatten_layer(params).items():
         if name.endswith(("bq", "bk", "bv", "bo", "b1", "b2", "beta")):
             assert not a.any(), name
         if name.endswith("gamma"):
             assert np.all(a == 1), name
-    assert {"enc_ln", "dec_ln"} <= set(transformer.init_params(dataclasses.replace(config, norm="pre"), rng))
+    assert {"ln_f_enc", "ln_f_dec"} <= set(transformer.init_params(dataclasses.replace(config, norm="pre"), rng))
 
 
 def test_float32_model_keeps_float32_and_tracks_float64():
@@ -259,8 +259,8 @@ def test_float32_model_keeps_float32_and_tracks_float64():
     G = np.random.default_rng(5).standard_normal((B, T, config.tgt_vocab_size))
     l64, c64 = transformer.forward(p64, config, src, tgt, src_pad, tgt_pad)
     l32, c32 = transformer.forward(p32, config, src, tgt, src_pad, tgt_pad)
-    g64 = flatten_layers(transformer.backward(G, c64))
-    g32 = flatten_layers(transformer.backward(G.astype(np.float32), c32))
+    g64 = flatten_layer(transformer.backward(G, c64))
+    g32 = flatten_layer(transformer.backward(G.astype(np.float32), c32))
     assert l32.dtype == np.float32 and all(g.dtype == np.float32 for g in g32.values())
     # Same weights up to float32 rounding; 4 layers of LN, softmax and short matmuls amplify the 6e-8 unit
     # round-off by at most a few hundred, so 1e-4 (relative to each array's largest entry) holds with margin.
@@ -275,9 +275,9 @@ def test_float32_model_keeps_float32_and_tracks_float64():
 # Bad configs and inputs.
 
 @pytest.mark.parametrize("overrides, match", [
-    (dict(n_heads=3), "not divisible by n_heads"),
-    (dict(n_heads=True), "n_heads: expected a positive integer"),
-    (dict(n_layers=0), "n_layers: expected a positive integer"),
+    (dict(n_head=3), "not divisible by n_head"),
+    (dict(n_head=True), "n_head: expected a positive integer"),
+    (dict(n_layer=0), "n_layer: expected a positive integer"),
     (dict(d_ff=-4), "d_ff: expected a positive integer"),
     (dict(src_vocab_size=0), "src_vocab_size"),
     (dict(d_model=8.0), "d_model: expected a positive integer"),
@@ -307,8 +307,8 @@ def test_bad_inputs_raise(rng):
         (TypeError, "config: expected a TransformerConfig", lambda: transformer.forward(params, dict(TINY), src, tgt)),
         (ValueError, r"params\['decoder'\]: expected 2 layers", lambda: transformer.forward(
             {**params, "decoder": params["decoder"][:1]}, config, src, tgt)),
-        (ValueError, r"params\['src_emb'\]: expected shape \(11, 8\)", lambda: transformer.forward(
-            {**params, "src_emb": params["src_emb"][:5]}, config, src, tgt)),
+        (ValueError, r"params\['wte_src'\]: expected shape \(11, 8\)", lambda: transformer.forward(
+            {**params, "wte_src": params["wte_src"][:5]}, config, src, tgt)),
         (TypeError, "dtype: expected float32 or float64", lambda: transformer.init_params(config, rng, np.int32)),
         (TypeError, "numpy.random.Generator", lambda: transformer.init_params(config, 0)),
     ]
@@ -319,14 +319,14 @@ def test_bad_inputs_raise(rng):
 
 def test_init_schemes_are_the_documented_ones(rng):
     # init_params draws in a fixed order from init.py's schemes; replaying that order reproduces it exactly.
-    config = tiny_config(n_layers=1)
+    config = tiny_config(n_layer=1)
     params = transformer.init_params(config, np.random.default_rng(9))
     replay = np.random.default_rng(9)
     C = config.d_model
-    np.testing.assert_array_equal(params["src_emb"], init.normal((11, C), replay, std=C**-0.5))
-    np.testing.assert_array_equal(params["tgt_emb"], init.normal((13, C), replay, std=C**-0.5))
+    np.testing.assert_array_equal(params["wte_src"], init.normal((11, C), replay, std=C**-0.5))
+    np.testing.assert_array_equal(params["wte_tgt"], init.normal((13, C), replay, std=C**-0.5))
     for name in ("Wq", "Wk", "Wv", "Wo"):
-        np.testing.assert_array_equal(params["encoder"][0]["self_attn"][name], init.xavier_uniform((C, C), replay))
+        np.testing.assert_array_equal(params["encoder"][0]["attn"][name], init.xavier_uniform((C, C), replay))
 
 
 @pytest.mark.parametrize("norm", ["post", "pre"])
@@ -334,7 +334,7 @@ def test_tied_logits_start_with_unit_variance(norm):
     # As documented in reference/models/transformer.py: h is LayerNorm-ed (|h|^2 ~ C) and E has Var 1/C, so h . E_v has
     # variance ~1. Measured 1.02 (post) and 1.05 (pre) on this config; the band [0.8, 1.25] allows for the finite
     # sample (4 x 32 positions, 1000 words), while a missing or doubled scale (std 1 or 1/C for E) is 100x off.
-    config = TransformerConfig(src_vocab_size=1000, tgt_vocab_size=1000, d_model=128, n_heads=4, n_layers=2,
+    config = TransformerConfig(src_vocab_size=1000, tgt_vocab_size=1000, d_model=128, n_head=4, n_layer=2,
                                d_ff=512, norm=norm)
     params = transformer.init_params(config, np.random.default_rng(0))
     ids = np.random.default_rng(1).integers(0, 1000, size=(2, 4, 32))

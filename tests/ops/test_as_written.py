@@ -104,5 +104,5 @@ def test_as_written_bad_inputs():
         as_written.ffn(x.astype(np.float32), np.zeros((4, 3)), np.zeros(3), np.zeros((3, 4)), np.zeros(4))
     with pytest.raises(ValueError, match=r"d_p: expected an int >= 1, got 0"):
         as_written.positional_encoding(4, 0)
-    with pytest.raises(TypeError, match=r"n_positions: expected an int, got float"):
+    with pytest.raises(TypeError, match=r"n_positions: expected an int >= 0, got float"):
         as_written.positional_encoding(4.0, 8)

@@ -4,7 +4,6 @@ torch is only the oracle here. Its attention is written out in eager ops (scores
 with an explicitly built boolean mask), so it shares no code and no shortcut with the reference.
 """
 import math
-import os
 import warnings
 
 import numpy as np
@@ -14,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reference.gradcheck import check_grads
+from reference import _threads
 from reference.ops import attention
 
 # float64 against float64: both sides round at ~1e-16 per operation and the sums here have at most a few hundred
@@ -207,6 +207,96 @@ def test_random_shapes_match_torch_and_blocked(shape, mask_kind, block_size, see
         assert rel_error(a, b) < RTOL_F64
 
 
+def run_fast(q, k, v, mask, dout):
+    out, cache = attention.forward_fast(q, k, v, mask)
+    return [out, *attention.backward_fast(dout, cache)]
+
+
+# forward_fast/backward_fast against forward/backward: per (batch, head) slice the same products and the same
+# softmax steps, in place instead of into new arrays; only NumPy's choice of loop over the stacked matmuls can round
+# differently, so float64 agreement is a few ulps: RTOL_F64 (1e-12 relative to max(|b|, 1)) holds with margin.
+@given(shape=shapes, mask_kind=st.sampled_from(MASK_CASES + ["fully masked rows", "broadcast"]),
+       seed=st.integers(0, 2**16))
+def test_fast_equals_readable(shape, mask_kind, seed):
+    rng = np.random.default_rng(seed)
+    lead, T_q, T_k, d_k, d_v = shape
+    q, k, v = random_qkv(rng, lead, T_q, T_k, d_k, d_v)
+    if mask_kind == "fully masked rows":
+        mask = random_mask(rng, lead + (T_q, T_k))
+        mask[..., ::2, :] = False                # every other query row sees no key
+    elif mask_kind == "broadcast":
+        mask = random_mask(rng, (1,) * len(lead) + (1, T_k))    # one key mask for every slice and query
+    else:
+        mask = make_mask(mask_kind, rng, lead, T_q, T_k)
+    dout = rng.standard_normal(lead + (T_q, d_v))
+    for a, b in zip(run_fast(q, k, v, mask, dout), run_reference(q, k, v, mask, dout)):
+        assert a.shape == b.shape and a.dtype == b.dtype and rel_error(a, b) < RTOL_F64
+
+
+@pytest.mark.parametrize("lead, T_q, T_k", [((2,), 3, 0), ((2,), 0, 4), ((0, 3), 2, 2), ((), 1, 1)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_fast_equals_readable_on_empty_axes(lead, T_q, T_k, masked, rng):
+    q, k, v = random_qkv(rng, lead, T_q, T_k, 4, 3)
+    mask = random_mask(rng, (T_q, T_k)) if masked else None
+    dout = rng.standard_normal(lead + (T_q, 3))
+    for a, b in zip(run_fast(q, k, v, mask, dout), run_reference(q, k, v, mask, dout)):
+        assert a.shape == b.shape
+        np.testing.assert_array_equal(a, b)      # zeros or empty on both sides
+
+
+def test_fast_and_readable_caches_are_interchangeable(rng):
+    q, k, v = random_qkv(rng, (2, 3), 5, 6, 4, 4)
+    mask, dout = attention.causal_mask(5, 6), rng.standard_normal((2, 3, 5, 4))
+    _, cache = attention.forward(q, k, v, mask)
+    _, cache_fast = attention.forward_fast(q, k, v, mask)
+    assert type(cache) is type(cache_fast) is attention.AttentionCache
+    for a, b in zip(attention.backward_fast(dout, cache), attention.backward(dout, cache_fast)):
+        assert rel_error(a, b) < RTOL_F64
+
+
+# ---------------------------------------------------------------- NaN and overflow
+
+def nan_rows(x):
+    """Which rows (..., T_q) of an output (..., T_q, d) hold a NaN, and check that a row is all NaN or all finite."""
+    bad = np.isnan(x)
+    assert (bad.all(-1) | np.isfinite(x).all(-1)).all()
+    return bad.all(-1)
+
+
+@pytest.mark.parametrize("kind", ["nan in q", "float32 scores overflow"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_nan_and_overflow_propagate_in_every_algorithm(kind, masked, rng):
+    # A fully masked row is a property of the mask. A NaN in q (row 1 of slice 0), or float32 scores that overflow
+    # to inf (row 3 of slice 1: q ~ 1e20, k ~ 1e20, so q.k ~ 1e40 > 3.4e38), make the softmax NaN in torch and in
+    # forward; forward_blocked used to read them as "no key seen" and return a zero row (lse -inf) instead.
+    q, k, v = random_qkv(rng, (2,), 4, 6, 3, 3, np.float32)
+    if kind == "nan in q":
+        q[0, 1, 0] = np.nan
+        want = np.array([[False, True, False, False], [False] * 4])
+    else:
+        q[1, 3] = 1e20
+        k[1] = np.abs(k[1]) * 1e20
+        want = np.array([[False] * 4, [False, False, False, True]])
+    mask = None
+    if masked:
+        mask = np.ones((4, 6), dtype=bool)
+        mask[2] = False                          # row 2 is fully masked: 0, not NaN
+    with np.errstate(all="ignore"):
+        out, _ = attention.forward(q, k, v, mask)
+        out_fast, _ = attention.forward_fast(q, k, v, mask)
+        out_b, lse = attention.forward_blocked(q, k, v, mask, block_size=4)
+        tq, tk, tv = (torch.from_numpy(a) for a in (q, k, v))
+        out_t = torch_masked_softmax(tq @ tk.transpose(-1, -2) / math.sqrt(3), mask) @ tv
+    for o in (out, out_fast, out_b, out_t.numpy()):
+        np.testing.assert_array_equal(nan_rows(o), want)
+    assert np.isnan(lse[want]).all() or kind == "float32 scores overflow"   # overflow: lse is inf or NaN
+    assert not np.isfinite(lse[want]).any()
+    if masked:
+        for o in (out, out_fast, out_b):
+            assert not o[:, 2].any()
+        assert (lse[:, 2] == -np.inf).all()
+
+
 # ---------------------------------------------------------------- fully masked rows, broadcast masks
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -324,31 +414,19 @@ def test_blocked_peak_memory_is_linear_not_quadratic(rng):
 # ---------------------------------------------------------------- threads
 
 def test_threaded_result_is_bitwise_the_serial_one(rng):
-    # 4 slices of 128 x 128 scores: above the size where forward starts threads
+    # 4 slices of 128 x 128 scores: above the size where forward_fast starts threads
     q, k, v = random_qkv(rng, (2, 2), 128, 128, 8, 8, np.float32)
     mask = attention.causal_mask(128, 128)
     dout = rng.standard_normal((2, 2, 128, 8)).astype(np.float32)
     results = []
-    for workers in (1, 2):
-        out, cache = attention.forward(q, k, v, mask, workers=workers)
-        results.append([out, *attention.backward(dout, cache)])
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+    for workers in (1, 2, 3):
+        with _threads.using(workers):
+            out, cache = attention.forward_fast(q, k, v, mask)
+            results.append([out, *attention.backward_fast(dout, cache)])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
 
-
-
-@pytest.mark.parametrize("env, expected", [
-    ({}, 1),                                                     # OpenBLAS default: one thread per core
-    ({"OPENBLAS_NUM_THREADS": "1"}, 2),
-    ({"OMP_NUM_THREADS": "1"}, 2),
-    ({"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "1"}, 1),  # the variable BLAS reads first wins
-])
-def test_default_workers_follow_the_blas_thread_count(env, expected, monkeypatch):
-    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-        monkeypatch.delenv(var, raising=False)
-    for var, value in env.items():
-        monkeypatch.setenv(var, value)
-    assert attention._default_workers() == min(expected, os.cpu_count())
 
 def test_probabilities_are_the_masked_softmax(rng):
     lead, T_q, T_k = (2, 3), 4, 5
@@ -400,18 +478,16 @@ def _bad_calls():
          ValueError, r"mask: expected a shape broadcastable to \(2, 3, 4\), got \(3, 5\)"),
         ("mask grows", lambda: attention.forward(q, k, v, np.ones((2, 2, 3, 4), bool)),
          ValueError, r"broadcastable to \(2, 3, 4\), got \(2, 2, 3, 4\)"),
-        ("workers 0", lambda: attention.forward(q, k, v, workers=0),
-         ValueError, "workers: expected a positive int, got 0"),
         ("dout shape", lambda: attention.backward(dout[:, :2], attention.forward(q, k, v)[1]),
          ValueError, r"dout: expected shape \(2, 3, 6\), got \(2, 2, 6\)"),
         ("dout dtype", lambda: attention.backward(dout.astype(np.float32), attention.forward(q, k, v)[1]),
-         TypeError, "dout: float32, q: float64"),
+         TypeError, r"dout: expected dtype float64 \(that of the forward pass\), got float32"),
         ("block 0", lambda: attention.forward_blocked(q, k, v, block_size=0),
-         ValueError, "block_size: expected a positive int, got 0"),
+         ValueError, "block_size: expected an int >= 1, got 0"),
         ("block float", lambda: attention.forward_blocked(q, k, v, block_size=2.0),
-         TypeError, "block_size: expected a positive int, got float"),
+         TypeError, "block_size: expected an int >= 1, got float"),
         ("block bool", lambda: attention.forward_blocked(q, k, v, block_size=True),
-         TypeError, "block_size: expected a positive int, got bool"),
+         TypeError, "block_size: expected an int >= 1, got bool"),
         ("blocked mask", lambda: attention.forward_blocked(q, k, v, np.ones((4, 3), bool)),
          ValueError, "mask: expected a shape broadcastable"),
         ("lse shape", lambda: attention.backward_blocked(dout, q, k, v, out, lse[:, :2]),
@@ -421,9 +497,9 @@ def _bad_calls():
         ("lse dtype", lambda: attention.backward_blocked(dout, q, k, v, out, lse.astype(np.float32)),
          TypeError, "lse: float32"),
         ("causal negative", lambda: attention.causal_mask(-1, 3),
-         ValueError, "T_q: expected a non-negative int, got -1"),
+         ValueError, "T_q: expected an int >= 0, got -1"),
         ("causal float", lambda: attention.causal_mask(2, 3.0),
-         TypeError, "T_k: expected a non-negative int, got float"),
+         TypeError, "T_k: expected an int >= 0, got float"),
     ]
 
 

@@ -127,3 +127,10 @@ def test_cross_entropy_bad_inputs():
         cross_entropy.backward(np.ones(1), cache)
     with pytest.raises(TypeError, match=r"dloss: expected a real number or a 0-d float ndarray, got str"):
         cross_entropy.backward("1", cache)
+
+
+def test_cross_entropy_with_no_classes_says_so():
+    # V = 0 used to be reported as "class indices in [0, -1]"
+    with pytest.raises(ValueError, match=r"logits: expected at least one class \(a last axis V >= 1\), got shape "
+                                         r"\(2, 0\)"):
+        cross_entropy.forward(np.zeros((2, 0)), np.zeros(2, dtype=np.int64))

@@ -65,9 +65,9 @@ def test_embedding_random_shapes_match_torch(lead, V, C, seed):
 
 def test_embedding_bad_inputs():
     E = np.zeros((5, 3))
-    with pytest.raises(ValueError, match=r"ids: expected token ids in \[0, 4\], got 5"):
+    with pytest.raises(ValueError, match=r"ids: expected token ids in \[0, 5\), got values in \[\d+, 5\]"):
         embedding.forward(np.array([1, 5]), E)
-    with pytest.raises(ValueError, match=r"ids: expected token ids in \[0, 4\], got -1"):
+    with pytest.raises(ValueError, match=r"ids: expected token ids in \[0, 5\), got values in \[-1, \d+\]"):
         embedding.forward(np.array([-1, 2]), E)
     with pytest.raises(TypeError, match=r"ids: expected an integer numpy.ndarray, got float64"):
         embedding.forward(np.array([1.0]), E)
@@ -80,5 +80,5 @@ def test_embedding_bad_inputs():
     _, cache = embedding.forward(np.array([[1, 2]]), E)
     with pytest.raises(ValueError, match=r"dx: expected shape \(1, 2, 3\), got \(2, 3\)"):
         embedding.backward(np.zeros((2, 3)), cache)
-    with pytest.raises(TypeError, match=r"expected one float dtype for all inputs, got dx: float32, E: float64"):
+    with pytest.raises(TypeError, match=r"dx: expected dtype float64 \(that of the forward pass\), got float32"):
         embedding.backward(np.zeros((1, 2, 3), np.float32), cache)

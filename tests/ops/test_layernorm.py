@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reference.gradcheck import check_grads, rel_error
+from reference import _threads
 from reference.ops import layernorm
 
 # float64 vs torch: the same mean, biased variance and rsqrt in double; summation orders differ, so ~C ulps at
@@ -58,29 +59,88 @@ def test_layernorm_matches_torch(dtype, tol, rng):
         assert rel_error(a, b) < tol
 
 
+def run_fast(x, gamma, beta, dy, eps=1e-5):
+    y, cache = layernorm.forward_fast(x, gamma, beta, eps)
+    return (y,) + layernorm.backward_fast(dy, cache)
+
+
 def test_layernorm_several_row_blocks_match_one(rng):
     # 5000 rows of 64 span three row blocks (module _BLOCK = 2^17 elements); the last block is partial.
     x = rng.standard_normal((5000, 64))
     assert len(layernorm._row_blocks(5000, 64)) == 3
     gamma, beta, dy = rng.standard_normal(64), rng.standard_normal(64), rng.standard_normal((5000, 64))
-    ours = run(x, gamma, beta, dy)
     theirs = torch_layernorm(x, gamma, beta, 1e-5, dy)
-    for a, b in zip(ours, theirs):
-        assert rel_error(a, b) < TOL64
+    for ours in (run(x, gamma, beta, dy), run_fast(x, gamma, beta, dy)):
+        for a, b in zip(ours, theirs):
+            assert rel_error(a, b) < TOL64
 
 
 def test_layernorm_threads_give_the_same_bits(rng):
-    # 2048 x 256 = 2^19 elements: the threaded path, 4 blocks (module _BLOCK = 2^17) on 3 threads vs serial
+    # 2048 x 256 = 2^19 elements: the threaded path, 4 blocks (module _BLOCK = 2^17) on 1, 2 and 3 threads
     x = rng.standard_normal((2048, 256)).astype(np.float32)
     assert len(layernorm._row_blocks(2048, 256)) == 4 and x.size >= layernorm._MIN_PARALLEL
     gamma, beta = rng.standard_normal(256).astype(np.float32), rng.standard_normal(256).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
     runs = []
-    for workers in (1, 3):
-        y, cache = layernorm.forward(x, gamma, beta, workers=workers)
-        runs.append((y,) + layernorm.backward(dy, cache))
-    for a, b in zip(*runs):
-        np.testing.assert_array_equal(a, b)
+    for workers in (1, 2, 3):
+        with _threads.using(workers):
+            runs.append(run_fast(x, gamma, beta, dy))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+# forward_fast/backward_fast against forward/backward. The two compute the same formulas; they differ in how they
+# sum (BLAS dot products against NumPy's pairwise sums) and in the order of a few products, so in float64 they agree
+# to a few ulps of the O(1) outputs: measured below 1e-14 relative to each array's largest entry (dgamma and dbeta
+# are sums over up to 60 rows). 1e-12 leaves room; a wrong term would err by 1e-3 or more.
+@given(lead=st.lists(st.integers(0, 5), min_size=0, max_size=3), C=st.integers(1, 70), seed=st.integers(0, 2**16),
+       offset=st.sampled_from([0.0, 1e3]), scale=st.sampled_from([1e-3, 1.0, 1e160]))
+def test_layernorm_fast_equals_readable(lead, C, seed, offset, scale):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((*lead, C)) + offset) * scale     # rows near 0, offset rows, rows whose squares overflow
+    if x.size and seed % 3 == 0:
+        x.reshape(-1, C)[0] = 7e4                              # a constant row
+    gamma, beta = rng.standard_normal(C), rng.standard_normal(C)
+    dy = rng.standard_normal(x.shape)
+    for a, b in zip(run_fast(x, gamma, beta, dy), run(x, gamma, beta, dy)):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert np.abs(a - b).max(initial=0) <= 1e-12 * max(1.0, np.abs(b).max(initial=0))
+
+
+def test_layernorm_fast_float32_equals_readable(rng):
+    # float32: the same sums in another order cost a few float32 ulps (1.2e-7) of the outputs and, for dgamma and
+    # dbeta, of sums over 3000 rows: measured 4e-7 relative to the largest entry; 1e-5 is still far below an error.
+    x = (rng.standard_normal((3000, 96)) * 3 + 1).astype(np.float32)
+    gamma, beta = rng.standard_normal(96).astype(np.float32), rng.standard_normal(96).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    for a, b in zip(run_fast(x, gamma, beta, dy), run(x, gamma, beta, dy)):
+        assert a.dtype == np.float32 and rel_error(a, b) < 1e-5
+
+
+@pytest.mark.parametrize("forward", [layernorm.forward, layernorm.forward_fast])
+def test_layernorm_rows_whose_squares_overflow_float32(forward, rng):
+    # Rows of magnitude 1e20: (x - mu)^2 ~ 1e40 overflows float32 (max 3.4e38). The old code returned beta for them
+    # (xhat = (x - mu) / inf = 0); the output is representable, so it must be the float64 answer to float32 rounding.
+    x = (rng.standard_normal((4, 64)) * 1e20).astype(np.float32)
+    x[1] *= 1e15                                                # 1e35: near the top of float32's range
+    x[2] = x[2] / 1e20 + 3e37                                   # a large offset: every difference is rounded away...
+    x[3] = 7e4                                                  # ... and a constant row
+    gamma, beta = rng.standard_normal(64).astype(np.float32), rng.standard_normal(64).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y, cache = forward(x, gamma, beta)
+    x64 = x.astype(np.float64)
+    xhat = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5)
+    # float32 rounding of xhat (|xhat| < 8) and of y = gamma xhat + beta: 1e-5 relative to the largest entry
+    assert rel_error(y, gamma * xhat + beta) < 1e-5
+    backward = layernorm.backward if forward is layernorm.forward else layernorm.backward_fast
+    dx, dgamma, dbeta = backward(dy, cache)
+    r = 1 / np.sqrt(x64.var(-1, keepdims=True) + 1e-5)
+    g = dy * gamma.astype(np.float64)
+    dx64 = r * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+    for row in range(4):                                        # each row on its own scale (r differs by 1e35)
+        assert rel_error(dx[row], dx64[row]) < 1e-5
+    assert rel_error(dgamma, (dy * xhat).sum(0)) < 1e-5
 
 
 @given(lead=st.lists(st.integers(0, 4), min_size=0, max_size=3), C=st.integers(1, 9), seed=st.integers(0, 2**16),
@@ -150,10 +210,10 @@ def test_layernorm_bad_inputs():
         layernorm.forward(x, g, b, eps=0)
     with pytest.raises(TypeError, match=r"eps: expected a positive real number, got str"):
         layernorm.forward(x, g, b, eps="1e-5")
-    with pytest.raises(ValueError, match=r"workers: expected an int >= 1, got 0"):
-        layernorm.forward(x, g, b, workers=0)
     _, cache = layernorm.forward(x, g, b)
     with pytest.raises(ValueError, match=r"dy: expected shape \(2, 4\), got \(4, 2\)"):
         layernorm.backward(np.zeros((4, 2)), cache)
-    with pytest.raises(TypeError, match=r"expected one float dtype for all inputs, got dy: float32, x: float64"):
+    with pytest.raises(TypeError, match=r"dy: expected dtype float64 \(that of the forward pass\), got float32"):
         layernorm.backward(np.zeros((2, 4), np.float32), cache)
+    with pytest.raises(TypeError, match=r"dy: expected dtype float64 \(that of the forward pass\), got float32"):
+        layernorm.backward_fast(np.zeros((2, 4), np.float32), layernorm.forward_fast(x, g, b)[1])

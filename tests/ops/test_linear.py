@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reference.gradcheck import check_grads, rel_error
+from reference import _threads
 from reference.ops import linear
 
 # float64 vs torch: the same products summed in a different order (BLAS blocking): ~d_in ulps at worst, ~1e-15.
@@ -103,5 +104,30 @@ def test_linear_bad_inputs():
     _, cache = linear.forward(x, W, b)
     with pytest.raises(ValueError, match=r"dy: expected shape \(2, 4\), got \(2, 3\)"):
         linear.backward(np.zeros((2, 3)), cache)
-    with pytest.raises(TypeError, match=r"expected one float dtype for all inputs, got dy: float32, x: float64"):
+    with pytest.raises(TypeError, match=r"dy: expected dtype float64 \(that of the forward pass\), got float32"):
         linear.backward(np.zeros((2, 4), np.float32), cache)
+
+
+# forward_fast/backward_fast split the rows of y and dx and the columns of dW and db over threads: every entry is
+# the same BLAS dot product (or column sum) of the same numbers, whose rounding can only depend on how BLAS blocks a
+# call of a different size. Measured: equal, or a few ulps apart; 1e-13 relative to the largest entry allows that
+# and nothing more.
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("shape, d_out", [((64, 128, 48), 40), ((7, 5), 3), ((0, 4), 5), ((3, 0), 2), ((2, 3), 0)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_fast_equals_readable(workers, shape, d_out, bias, rng, monkeypatch):
+    monkeypatch.setattr(linear, "_MIN_PARALLEL", 0)            # thread even the small cases
+    x = rng.standard_normal(shape)
+    W = rng.standard_normal((shape[-1], d_out))
+    b = rng.standard_normal(d_out) if bias else None
+    dy = rng.standard_normal(shape[:-1] + (d_out,))
+    y, cache = linear.forward(x, W, b)
+    with _threads.using(workers):
+        y_f, cache_f = linear.forward_fast(x, W, b)
+        fast = (y_f,) + linear.backward_fast(dy, cache_f)
+    for a, b_ in zip(fast, (y,) + linear.backward(dy, cache)):
+        if b_ is None:
+            assert a is None
+            continue
+        assert a.shape == b_.shape and a.dtype == b_.dtype
+        assert np.abs(a - b_).max(initial=0) <= 1e-13 * max(1.0, np.abs(b_).max(initial=0))

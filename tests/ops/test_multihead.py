@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reference.gradcheck import check_grads, numerical_grad
+from reference import _threads
 from reference.ops import attention, multihead
 from tests.ops.test_attention import torch_masked_softmax
 
@@ -282,9 +283,9 @@ def _bad_calls():
     cache = fwd(x_q, x_kv, p, H)[1]
     return [
         ("heads not dividing", lambda: fwd(x_q, x_kv, p, 4),
-         ValueError, "n_heads: expected a positive divisor of d_model = 6, got 4"),
-        ("heads zero", lambda: fwd(x_q, x_kv, p, 0), ValueError, "n_heads: expected a positive divisor"),
-        ("heads float", lambda: fwd(x_q, x_kv, p, 2.0), TypeError, "n_heads: expected a positive int, got float"),
+         ValueError, "n_head: expected a positive divisor of d_model = 6, got 4"),
+        ("heads zero", lambda: fwd(x_q, x_kv, p, 0), ValueError, "n_head: expected an int >= 1, got 0"),
+        ("heads float", lambda: fwd(x_q, x_kv, p, 2.0), TypeError, "n_head: expected an int >= 1, got float"),
         ("x_kv width", lambda: fwd(x_q, x_kv[..., :4], p, H),
          ValueError, r"x_kv: expected shape \(2, \*, 6\), got \(2, 4, 4\)"),
         ("x_kv batch", lambda: fwd(x_q, x_kv[:1], p, H),
@@ -314,13 +315,17 @@ def _bad_calls():
         ("mask dtype", lambda: fwd(x_q, x_kv, p, H, np.ones((T_q, T_k))),
          TypeError, "mask: expected a boolean numpy.ndarray.*got float64"),
         ("mask shape", lambda: fwd(x_q, x_kv, p, H, np.ones((T_k, T_q), bool)),
-         ValueError, r"mask: expected a shape broadcastable to \(2, 2, 3, 4\), got \(4, 3\)"),
+         ValueError, r"mask: expected shape \(T_q, T_k\) = \(3, 4\) or \(B, H, T_q, T_k\) = \(2, 2, 3, 4\), any axis "
+                     r"of them 1 to broadcast; got \(4, 3\)"),
         ("mask heads", lambda: fwd(x_q, x_kv, p, H, np.ones((B, 3, T_q, T_k), bool)),
-         ValueError, r"broadcastable to \(2, 2, 3, 4\), got \(2, 3, 3, 4\)"),
+         ValueError, r"\(B, H, T_q, T_k\) = \(2, 2, 3, 4\), any axis of them 1 to broadcast; got \(2, 3, 3, 4\)"),
+        # a 3-d (B, T_q, T_k) padding mask would broadcast against the heads axis: refused, whatever B and H are
+        ("mask 3-d", lambda: fwd(x_q, x_kv, p, H, np.ones((B, T_q, T_k), bool)),
+         ValueError, r"mask: expected shape \(T_q, T_k\).*got \(2, 3, 4\)"),
         ("dy shape", lambda: multihead.backward(np.ones((B, T_k, C)), cache),
          ValueError, r"dy: expected shape \(2, 3, 6\), got \(2, 4, 6\)"),
         ("dy dtype", lambda: multihead.backward(np.ones((B, T_q, C), np.float32), cache),
-         TypeError, "dy: float32"),
+         TypeError, r"dy: expected dtype float64 \(that of the forward pass\), got float32"),
     ]
 
 
@@ -328,3 +333,22 @@ def _bad_calls():
 def test_bad_input_raises_a_clear_error(name, call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+# forward_fast/backward_fast against forward/backward: the same ops wired the same way, each fast op equal to its
+# readable twin to a few ulps (tests/ops/test_linear.py, test_attention.py), so RTOL_F64 holds.
+@pytest.mark.parametrize("kind", ["none", "causal", "padding", "random"])
+@pytest.mark.parametrize("biases", [multihead.BIASES, ()])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_fast_equals_readable(kind, biases, workers, rng):
+    B, T_q, T_k, C, H = 2, 5, 7, 12, 3
+    x_q, x_kv = rng.standard_normal((B, T_q, C)), rng.standard_normal((B, T_k, C))
+    params = make_params(rng, C, biases)
+    mask = make_mask(kind, rng, B, H, T_q, T_k)
+    dy = rng.standard_normal((B, T_q, C))
+    want = run_reference(x_q, x_kv, params, H, mask, dy)[:4]
+    with _threads.using(workers):
+        y, cache = multihead.forward_fast(x_q, x_kv, params, H, mask)
+        got = (y,) + multihead.backward_fast(dy, cache)
+    assert_all_close(got, want, RTOL_F64)
+

@@ -72,9 +72,9 @@ def test_sinusoidal_bad_inputs():
         positional.sinusoidal(4, 0)
     with pytest.raises(ValueError, match=r"n_positions: expected an int >= 0, got -1"):
         positional.sinusoidal(-1, 4)
-    with pytest.raises(TypeError, match=r"d_model: expected an int, got float"):
+    with pytest.raises(TypeError, match=r"d_model: expected an int >= 1, got float"):
         positional.sinusoidal(4, 8.0)
-    with pytest.raises(TypeError, match=r"n_positions: expected an int, got bool"):
+    with pytest.raises(TypeError, match=r"n_positions: expected an int >= 0, got bool"):
         positional.sinusoidal(True, 8)
     with pytest.raises(TypeError, match=r"dtype: expected float32 or float64, got int64"):
         positional.sinusoidal(4, 8, dtype=np.int64)

@@ -39,7 +39,7 @@ def randomised(params, rng):
 @pytest.mark.parametrize("variant", depth.VARIANTS)
 def test_stack_matches_finite_differences(variant, rng):
     # GELU, not ReLU: a central difference that straddles ReLU's kink is off by O(1); GELU is smooth everywhere.
-    params = randomised(depth.init_stack(variant, 2, C, rng, n_heads=H, d_ff=D_FF), rng)
+    params = randomised(depth.init_stack(variant, 2, C, rng, n_head=H, d_ff=D_FF), rng)
     x = rng.standard_normal((B, T, C))
     G = rng.standard_normal((B, T, C))                                   # random upstream gradient
 
@@ -66,7 +66,7 @@ def test_gradient_at_each_block_input(variant, rng):
     # by <dxs[1], v> to first order. The central difference is off by O(h^2) ~ 1e-12 (truncation) plus
     # eps |f| / h ~ 1e-9 (round-off, |f| ~ 5); a wrong gradient is off by O(|dxs[1]| |v|) ~ 20. The bound
     # 1e-8 |dxs[1]| |v| ~ 2e-7 sits between, and does not depend on <dxs[1], v> happening to be small.
-    params = randomised(depth.init_stack(variant, 2, C, rng, n_heads=H, d_ff=D_FF), rng)
+    params = randomised(depth.init_stack(variant, 2, C, rng, n_head=H, d_ff=D_FF), rng)
     x = rng.standard_normal((B, T, C))
     G = rng.standard_normal((B, T, C))
     _, cache = depth.stack_forward(x, params, variant, H, activation="gelu")
@@ -84,9 +84,9 @@ def test_gradient_at_each_block_input(variant, rng):
 @pytest.mark.parametrize("variant, norm", [("post_ln", "post"), ("pre_ln", "pre")])
 def test_blocks_are_the_encoder_layer(variant, norm, rng):
     # The same operations in the same order: agreement to round-off (1e-13 relative in float64).
-    params = randomised(depth.init_stack(variant, 1, C, rng, n_heads=H, d_ff=D_FF), rng)
+    params = randomised(depth.init_stack(variant, 1, C, rng, n_head=H, d_ff=D_FF), rng)
     p = params["blocks"][0]
-    layer_params = {"self_attn": p["attn"], "ln1": p["ln1"], "ffn": p["ffn"], "ln2": p["ln2"]}
+    layer_params = {"attn": p["attn"], "ln1": p["ln1"], "ffn": p["ffn"], "ln2": p["ln2"]}
     x = rng.standard_normal((B, T, C))
     y, cache = depth.stack_forward(x, params, variant, H)
     y_layer, cache_layer = layers.encoder_layer_forward(x, layer_params, H, norm=norm, activation="relu")
@@ -100,7 +100,7 @@ def test_blocks_are_the_encoder_layer(variant, norm, rng):
     dx_layer, g_layer = layers.encoder_layer_backward(dxs[1], cache_layer)
     np.testing.assert_allclose(dx, dx_layer, rtol=1e-12, atol=1e-12)
     g = grads["blocks"][0]
-    mine = flatten({"self_attn": g["attn"], "ln1": g["ln1"], "ffn": g["ffn"], "ln2": g["ln2"]})
+    mine = flatten({"attn": g["attn"], "ln1": g["ln1"], "ffn": g["ffn"], "ln2": g["ln2"]})
     theirs = flatten(g_layer)
     assert set(mine) == set(theirs)
     for name in mine:
@@ -109,7 +109,7 @@ def test_blocks_are_the_encoder_layer(variant, norm, rng):
 
 @pytest.mark.parametrize("variant", depth.VARIANTS)
 def test_float32_stays_float32(variant, rng):
-    params = depth.init_stack(variant, 2, C, rng, n_heads=H, dtype=np.float32)
+    params = depth.init_stack(variant, 2, C, rng, n_head=H, dtype=np.float32)
     x = rng.standard_normal((B, T, C)).astype(np.float32)
     y, cache = depth.stack_forward(x, params, variant, H)
     dx, grads, dxs = depth.stack_backward(np.ones_like(y), cache)
@@ -120,7 +120,7 @@ def test_float32_stays_float32(variant, rng):
 
 def test_init_stack_structure(rng):
     for variant in depth.VARIANTS:
-        params = depth.init_stack(variant, 3, 8, rng, n_heads=2)
+        params = depth.init_stack(variant, 3, 8, rng, n_head=2)
         assert len(params["blocks"]) == 3
         has_ln = variant in ("ln", "post_ln", "pre_ln")
         assert ("ln1" in params["blocks"][0]) == has_ln
@@ -136,12 +136,12 @@ def test_bad_arguments(rng):
     with pytest.raises(ValueError, match="variant"):
         depth.init_stack("sandwich", 2, 8, rng)
     with pytest.raises(ValueError, match="divisible"):
-        depth.init_stack("plain", 2, 6, rng, n_heads=4)
+        depth.init_stack("plain", 2, 6, rng, n_head=4)
     with pytest.raises(ValueError, match="init_scheme"):
         depth.init_stack("plain", 2, 8, rng, init_scheme="he")
     with pytest.raises(ValueError, match="depth"):
         depth.init_stack("plain", 0, 8, rng)
-    params = depth.init_stack("post_ln", 2, 8, rng, n_heads=2)
+    params = depth.init_stack("post_ln", 2, 8, rng, n_head=2)
     with pytest.raises(ValueError, match=r"\(B, T, C\)"):
         depth.stack_forward(np.zeros((3, 8)), params, "post_ln", 2)
     with pytest.raises(TypeError, match="float32 or float64"):
@@ -211,7 +211,7 @@ def test_gpt2_init_residual_stacks_are_near_identity(rng):
 
 
 def test_gradient_norms_shapes(rng):
-    r = depth.gradient_norms_by_layer("post_ln", 5, 8, rng, n_heads=2, batch=1, seq_len=4)
+    r = depth.gradient_norms_by_layer("post_ln", 5, 8, rng, n_head=2, batch=1, seq_len=4)
     assert r["activation"].shape == (6,) and r["params"].shape == (5,) and r["forward_rms"].shape == (6,)
     # the gradient arriving at the top is G ~ N(0, 1) of B*T*C = 32 entries: its norm is near sqrt(32)
     assert 2.0 < r["activation"][-1] < 9.0

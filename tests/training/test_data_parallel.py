@@ -26,7 +26,7 @@ def test_flat_layout_round_trip():
     assert np.isnan(flat[layout.size:]).all()                            # padding untouched
     view = data_parallel.tree_view(flat, layout)
     assert all(np.array_equal(a, b) for a, b in zip(tree.flatten(view).values(), tree.flatten(params).values()))
-    view["blocks"][1]["mlp"]["b2"][0] = 7.0                                # a view: writes reach the flat vector
+    view["blocks"][1]["ffn"]["b2"][0] = 7.0                                # a view: writes reach the flat vector
     assert 7.0 in flat
 
 
