@@ -184,14 +184,15 @@ def backward_fast(dy, cache):
     def block(i, rows, h_scratch, p_scratch):
         xb, dyb, rb, dxb = x2[rows], dy2[rows], r2[rows], dx[rows]
         hb, p = h_scratch[:len(xb)], p_scratch[:len(xb)]   # (R, C) each, in the CPU cache
-        np.subtract(xb, mu2[rows, None], out=hb)        # x - mu = xhat / r
-        np.multiply(dyb, hb, out=p)                     # dy (x - mu)
+        np.subtract(xb, mu2[rows, None], out=hb)        # x - mu
+        hb *= rb[:, None]                               # xhat (not r^2 times x - mu: r^2 overflows float16)
+        np.multiply(dyb, hb, out=p)                     # dy xhat
         # forward: y = gamma * xhat + beta
-        np.matmul(rb, p, out=dgamma_part[i])            # sum_rows dy xhat
+        np.matmul(np.ones(len(xb), dtype=dy.dtype), p, out=dgamma_part[i])     # sum_rows dy xhat
         np.matmul(np.ones(len(xb), dtype=dy.dtype), dyb, out=dbeta_part[i])
         # forward: xhat = (x - mu) r, mu and r depend on the whole row; g = dy gamma = dL/dxhat
-        a = p @ gamma_c                                 # (R,) mean(g (x - mu)) = mean(g xhat) / r
-        a *= rb * rb * rb                               # r^2 mean(g xhat), so that (x - mu) a = r xhat mean(g xhat)
+        a = p @ gamma_c                                 # (R,) mean(g xhat)
+        a *= rb                                         # r mean(g xhat)
         c = dyb @ gamma_c                               # (R,) mean(g)
         c *= rb                                         # r mean(g)
         hb *= a[:, None]                                # r xhat mean(g xhat)
