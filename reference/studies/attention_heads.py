@@ -40,6 +40,8 @@ def attention_weights(params, config, ids):
     if config.positional != "learned":
         raise ValueError(f"config.positional: expected 'learned' (the book's GPT), got {config.positional!r}")
     T = ids.shape[1]
+    if T > config.block_size:
+        raise ValueError(f"ids: sequence length T={T} exceeds the model's block_size={config.block_size}")
     tok, _ = embedding.forward(ids, params["wte"])                       # (B, T, C)
     x = tok + params["wpe"][:T]                                          # (B, T, C)
     mask = attention.causal_mask(T, T)                                   # (T, T)

@@ -22,6 +22,8 @@ def test_weights_come_from_the_gpt_forward_pass(rng):
         np.testing.assert_allclose(P.sum(-1), 1, rtol=0, atol=1e-12)
         assert np.all(P[..., np.triu_indices(12, 1)[0], np.triu_indices(12, 1)[1]] == 0)    # causal
     assert max(P.max() for P in weights) > 0.5      # not all uniform: the statistics below have something to see
+    with pytest.raises(ValueError, match="exceeds the model's block_size=12"):
+        attention_heads.attention_weights(params, cfg, rng.integers(0, 13, size=(1, 13)))
 
 
 def _causal(B, H, T, rows):
