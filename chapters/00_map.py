@@ -79,8 +79,9 @@ plt.show()
 # features per token, $H$ heads of $d_k = C/H$ features each, $V$ tokens in the vocabulary, $L$ blocks. The GPT
 # below has the shape of the model chapter 2 trains (the "small" configuration of `reference/train.py`), freshly
 # initialised: the shapes do not depend on training. The batch is four random windows of 64 characters of the King
-# James Bible (the model allows up to 128; 64 keeps $T$ apart from $C$ in the shapes below), one token per character. Each step calls the op that computes it; the last cell checks that the steps
-# together give exactly what `gpt.forward` gives.
+# James Bible (the model allows up to 128; 64 keeps $T$ apart from $C$ in the shapes below), one token per
+# character. Each step calls the op that computes it; the last cell checks that the steps together give exactly what
+# `gpt.forward` gives.
 
 # %%
 run = dict(train.DEFAULTS, **train.CONFIGS["small"])

@@ -578,12 +578,12 @@ assert cosine > 1 - 1e-6
 # The material: "repeat the steps above until the model converges or reaches a preset number of epochs"
 # (重复上述步骤，直到模型收敛或达到预设的训练轮数). Read literally, "the steps above" include step 2, so every iteration
 # would re-initialise the parameters and learn nothing (chapter 11.9 runs it: the loss stays at a random model's);
-# what is repeated is step 3, one gradient step on a new batch. Language models are not trained to convergence: they are trained for a fixed
-# budget of steps (tokens), and the learning-rate schedule is laid out over that budget in advance (the cosine ends
-# at the last step). Often that budget is *less* than one epoch: the default run below sees steps × batch × context
-# = 800 × 16 × 128 = 1.6 M tokens, under half of one pass over its 3.7 M training characters (the cell prints the
-# fraction). Convergence is watched, not waited for, through the validation loss, computed every `eval_interval`
-# steps on held-out text.
+# what is repeated is step 3, one gradient step on a new batch. Language models are not trained to convergence:
+# they are trained for a fixed budget of steps (tokens), and the learning-rate schedule is laid out over that budget
+# in advance (the cosine ends at the last step). Often that budget is *less* than one epoch: the default run below
+# sees steps × batch × context = 800 × 16 × 128 = 1.6 M tokens, under half of one pass over its 3.7 M training
+# characters (the cell prints the fraction). Convergence is watched, not waited for, through the validation loss,
+# computed every `eval_interval` steps on held-out text.
 #
 # The loop is `reference/train.py` (also `python -m reference.train`, or `lm-primer-train`). Per step: a random batch,
 # `gpt.loss_and_grads`, `optim.clip_grad_norm`, the `warmup_cosine` rate, `optim.adamw_step`. Every `eval_interval`

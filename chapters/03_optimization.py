@@ -527,8 +527,9 @@ plt.show()
 # smaller than its spread over the seeds ($-0.03 \pm 0.06$ nats, one seed at $-0.09$): with 3.7 M characters to
 # learn from, in 200 steps the student's budget, not its information, is the limit, and the teacher's distributions
 # add little. On 10 000 characters the gain is the same on every seed, $+0.08 \pm 0.01$ nats: a student that sees
-# the same few windows again and again gets from the teacher what the small text cannot give it. The temperature matters too: on this seed $T = 1$ gained
-# more than $T = 2$, and $T = 4$, which flattens the teacher's distributions towards uniform, gained nothing.
+# the same few windows again and again gets from the teacher what the small text cannot give it. The temperature
+# matters too: on this seed $T = 1$ gained more than $T = 2$, and $T = 4$, which flattens the teacher's
+# distributions towards uniform, gained nothing.
 # These are small students and short runs; the direction, not the size, is what carries over: distillation pays
 # where the student's own data is the bottleneck.
 #

@@ -428,11 +428,12 @@ v_ids = np.array([tok.encode(verse)[:config.block_size]])               # (1, T)
 maps, v_logits = attention_heads.attention_weights(params, config, v_ids)
 assert np.abs(v_logits - gpt.forward(params, config, v_ids)[0]).max() < 1e-4   # float32, same ops in order
 L_, H_ = config.n_layer, config.n_head
-fig, axes = plt.subplots(L_, H_, figsize=(2.6 * H_, 2.6 * L_), squeeze=False)
+fig, axes = plt.subplots(L_, H_, figsize=(2.3 * H_, 2.3 * L_), squeeze=False)
 for layer in range(L_):
     for head in range(H_):
         ax = axes[layer, head]
-        ax.imshow(maps[layer][0, head] ** 0.5, cmap="magma", vmin=0, vmax=1)   # sqrt: small weights stay visible
+        # sqrt: small weights stay visible
+        ax.imshow(maps[layer][0, head] ** 0.5, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -440,7 +441,7 @@ axes[-1, 0].set_xlabel("key position (read)")
 axes[-1, 0].set_ylabel("query position (reading)")
 fig.suptitle(f"Attention of the trained GPT (colour: sqrt of the weight) on {verse!r}", fontsize=9)
 fig.tight_layout()
-savefig(fig, "inference_attention_heads.png")
+savefig(fig, "inference_attention_heads.png", dpi=90)     # 16 maps: a lower resolution keeps the PNG small
 plt.show()
 
 # %% [markdown]

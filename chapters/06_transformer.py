@@ -114,7 +114,8 @@ print("quick mode" if QUICK else "full mode")
 # the diagonal before the softmax. Row by row:
 #
 # * token 1 sees only itself: $P_{1\cdot} = (1, 0, 0)$;
-# * token 2 sees scores $(0, 0.707)$: $e^0 = 1$, $e^{0.707} = 2.028$, so $P_{2\cdot} = (1, 2.028)/3.028 = (0.330, 0.670, 0)$;
+# * token 2 sees scores $(0, 0.707)$: $e^0 = 1$, $e^{0.707} = 2.028$, so
+#   $P_{2\cdot} = (1, 2.028)/3.028 = (0.330, 0.670, 0)$;
 # * token 3 sees $(0.707, 0.707, 1.414)$: $e^{0.707} = 2.028$ twice and $e^{1.414} = 4.113$, sum $8.169$, so
 #   $P_{3\cdot} = (0.248, 0.248, 0.503)$.
 #

@@ -8,8 +8,8 @@ cross-entropy against that mixture, averaged over the set :math:`\mathcal{K}` of
 
     q_{n,v} = (1 - \epsilon)\,[v = t_n] + \frac{\epsilon}{V}, \qquad
     L = -\frac{1}{|\mathcal{K}|} \sum_{n \in \mathcal{K}} \sum_v q_{n,v} \log \mathrm{softmax}(z_n)_v
-      = \frac{1}{|\mathcal{K}|} \sum_{n \in \mathcal{K}} \Big((1 - \epsilon)\big(\operatorname{lse}(z_n) - z_{n,t_n}\big)
-        + \epsilon\big(\operatorname{lse}(z_n) - \bar z_n\big)\Big),
+      = \frac{1}{|\mathcal{K}|} \sum_{n \in \mathcal{K}} \Big((1 - \epsilon)
+        \big(\operatorname{lse}(z_n) - z_{n,t_n}\big) + \epsilon\big(\operatorname{lse}(z_n) - \bar z_n\big)\Big),
 
 with :math:`\bar z_n` the mean logit of row n. The uniform share :math:`\epsilon/V` goes to every class, the true
 one included, which is what PyTorch's ``cross_entropy(..., label_smoothing=eps)`` computes (the tests hold the two

@@ -49,7 +49,8 @@ def test_statistics_of_a_previous_token_head():
 
 def test_statistics_of_a_uniform_head():
     T = 8
-    s = attention_heads.head_statistics(_causal(1, 3, T, lambda i: np.r_[np.full(i + 1, 1 / (i + 1)), np.zeros(T - i - 1)]))
+    uniform = lambda i: np.r_[np.full(i + 1, 1 / (i + 1)), np.zeros(T - i - 1)]       # noqa: E731
+    s = attention_heads.head_statistics(_causal(1, 3, T, uniform))
     # a uniform causal row has the largest entropy a row can have, ln(i + 1), and weight 1/(i + 1) everywhere
     np.testing.assert_allclose(s["entropy"], s["uniform_entropy"], rtol=1e-12)
     np.testing.assert_allclose(s["first"], np.mean([1 / (i + 1) for i in range(1, T)]), rtol=1e-12)
