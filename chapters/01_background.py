@@ -9,6 +9,13 @@
 # > "For example, GPT-3 is a large Transformer-based NLP model with 175 billion parameters that can generate
 # > high-quality text."
 #
+# The same sentence of §1 says large models have had "显著的成果" (notable results) in "自然语言处理、计算机视觉、推荐系统"
+# (language, vision and recommender systems). The architecture this book builds carries over: a vision Transformer
+# (ViT, Dosovitskiy et al. 2020) cuts an image into 16 × 16 patches and treats each patch as a token; sequential
+# recommenders (SASRec, Kang & McAuley 2018; BERT4Rec, Sun et al. 2019) treat a user's history of items as a
+# sequence of tokens, and large recommendation models spend most of their parameters on embedding tables, one row
+# per item (the $Vd$ term of 1.1 with $V$ in the millions). This book measures text only.
+#
 # This chapter turns "large" into arithmetic. From a model's published shape we count its parameters exactly,
 # estimate the compute that training it costs (about 6 FLOPs per parameter per token), and the memory that its
 # weights, gradients and optimizer state take in each precision. The counting is checked against the reference's own
@@ -157,8 +164,12 @@ for mfu in (0.3, 0.5):
 # ## 1.4 Memory: weights, gradients and optimizer state
 #
 # Storing a parameter takes 4 bytes in float32, 2 in bfloat16, 1 in int8. Training with Adam keeps, per parameter,
-# the weight, its gradient and two moments; mixed precision adds a float32 master copy of the weights:
-# $2 + 2 + 4 + 4 + 4 = 16$ bytes per parameter.
+# the weight, its gradient and two moments: $4 + 4 + 4 + 4 = 16$ bytes in float32. Mixed precision stores the
+# weights and gradients in bfloat16 but keeps the two moments in float32 and adds a float32 *master copy* of the
+# weights: $2 + 2 + 4 + 4 + 4 = 16$ bytes, the same total (the table below prints both). Mixed precision does not
+# shrink the model's state; what it saves is the activations (2 bytes per stored value instead of 4, and at long
+# contexts and large batches they outgrow the state) and time (an A100 multiplies bfloat16 matrices at 312 TFLOP/s,
+# float32 at 19.5). Why the master copy costs its 4 bytes is shown after the figure.
 
 # %%
 regimes = {
@@ -183,6 +194,30 @@ ax.set_xlabel("TiB for GPT-3 175B (activations not included)")
 ax.set_title("Memory of the model state, by precision")
 fig.tight_layout()
 savefig(fig, "background_memory.png")
+
+# %% [markdown]
+# **Why mixed precision keeps a float32 copy.** bfloat16 keeps 8 significant bits: between 0.015625 and 0.03125
+# its neighbouring values are $2^{-13} \approx 1.2 \times 10^{-4}$ apart. A weight of 0.02 (GPT-2's initial scale)
+# updated by an Adam step of $6 \times 10^{-5}$ (GPT-3's peak learning rate) rounds back to itself, step after step.
+# The float32 master copy accumulates the small steps exactly enough, and the bfloat16 weights are re-rounded from
+# it after each step. PyTorch's bfloat16 does the rounding here:
+
+# %%
+import torch  # noqa: E402
+
+step_size, n_steps = 6e-5, 1000
+w_bf16 = torch.tensor(0.02, dtype=torch.bfloat16)
+w_fp32 = np.float32(0.02)
+for _ in range(n_steps):
+    w_bf16 = (w_bf16.float() - step_size).to(torch.bfloat16)          # update a bfloat16 weight in place
+    w_fp32 = np.float32(w_fp32 - np.float32(step_size))               # update the float32 master copy
+print(f"after {n_steps} steps of {step_size:g}: bfloat16 weight {w_bf16.item():.6f}, "
+      f"float32 master {float(w_fp32):.6f} (exact: {0.02 - n_steps * step_size:.6f})")
+weights = torch.randn(100_000, generator=torch.Generator().manual_seed(0)) * 0.02
+as_bf16 = weights.to(torch.bfloat16)
+unchanged = ((as_bf16.float() - step_size).to(torch.bfloat16) == as_bf16).float().mean().item()
+print(f"of 100,000 weights ~ N(0, 0.02^2) in bfloat16, {unchanged:.0%} do not move at all under one such step")
+assert abs(w_bf16.item() - 0.02) < 1e-3 and abs(float(w_fp32) - (0.02 - n_steps * step_size)) < 1e-5
 
 # %% [markdown]
 # Even stored in int4, GPT-3 does not fit on one 80 GiB accelerator; trained with Adam in mixed precision it needs

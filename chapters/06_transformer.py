@@ -18,6 +18,8 @@
 # | layer normalisation | §3.2.5 | `reference/ops/layernorm.py` |
 # | residual + Add & Norm, encoder and decoder layers, the model | §3.1, §3.3 | `reference/models/layers.py`, `reference/models/transformer.py` |
 # | the material's formulas exactly as printed | §3.2.3–§3.2.5 | `reference/ops/as_written.py` |
+# | the same with each error alone | §3.2.3, §3.2.5 | `reference/ops/as_written_parts.py` |
+# | the paper's regularisers: dropout, label smoothing | §3.1 item 4 | `reference/ops/dropout.py`, `reference/ops/label_smoothing.py` |
 #
 # Nothing below defines model maths of its own: every equation is computed by `reference/`, and the notebook only
 # calls it, checks it and draws it. The tests for the same equations live in `tests/test_<module>.py`.
@@ -73,8 +75,11 @@ print("quick mode" if QUICK else "full mode")
 # Two things are wrong in this one line. "层ORMAL化" is a garbled word: the term is 层归一化 (layer
 # normalisation). And LayerNorm is not a regulariser against overfitting: Ba, Kiros & Hinton (2016) introduced
 # it to keep each layer's inputs at a fixed mean and scale, which makes training faster and more stable. The
-# Transformer's regularisers are dropout and label smoothing (Vaswani et al., §5.4). §3.1 also omits the
-# residual connections, without which none of the stacks below would train; we come back to them in §6.7.
+# Transformer's regularisers are dropout and label smoothing (Vaswani et al., §5.4; §6.9 below). §3.1 also omits
+# the residual connections, without which none of the stacks below would train; we come back to them in §6.7. And
+# its item 1 gives positional encoding the wrong purpose: "以便于模型学习序列之间的关系" (so that the model learns
+# the relations *between sequences*); the codes let attention relate positions *within* one sequence, and nothing
+# in the model relates two sequences of a batch (chapter 11.9 shows both with numbers).
 
 # %% [markdown]
 # ## 6.2 Scaled dot-product attention (§3.2.1)
@@ -83,8 +88,54 @@ print("quick mode" if QUICK else "full mode")
 # >
 # > "…where $d_k$ is the dimension of the key matrix."
 #
-# This formula is right (it is equation (1) of the paper); $d_k$ is the width of one key vector. With
-# $Q \in \mathbb{R}^{T_q \times d_k}$, $K \in \mathbb{R}^{T_k \times d_k}$, $V \in \mathbb{R}^{T_k \times d_v}$:
+# This formula is right (it is equation (1) of the paper); $d_k$ is the width of one key vector.
+#
+# ### Three tokens by hand
+#
+# Before the general case, one small enough to do on paper. Three tokens, each a vector of $d = 2$ numbers, and
+# the three projections of a single head ($d_k = 2$):
+#
+# $$
+# X = \begin{pmatrix} 1 & 0 \\ 0 & 1 \\ 1 & 1 \end{pmatrix}, \quad
+# W^Q = W^K = \begin{pmatrix} 1 & 0 \\ 0 & 1 \end{pmatrix}, \quad
+# W^V = \begin{pmatrix} 2 & 0 \\ 0 & 1 \end{pmatrix}
+# \quad\Rightarrow\quad Q = K = X, \quad V = XW^V = \begin{pmatrix} 2 & 0 \\ 0 & 1 \\ 2 & 1 \end{pmatrix}.
+# $$
+#
+# Row $i$ of $Q$ asks a question, row $j$ of $K$ is what token $j$ offers to be matched on, row $j$ of $V$ is what
+# it hands over. The scores are the dot products of every query with every key, divided by $\sqrt{d_k} = \sqrt 2$:
+#
+# $$
+# \frac{QK^\top}{\sqrt 2} = \frac{1}{\sqrt 2}\begin{pmatrix} 1 & 0 & 1 \\ 0 & 1 & 1 \\ 1 & 1 & 2 \end{pmatrix}
+# = \begin{pmatrix} 0.707 & 0 & 0.707 \\ 0 & 0.707 & 0.707 \\ 0.707 & 0.707 & 1.414 \end{pmatrix}.
+# $$
+#
+# In a decoder (the book's GPT) token $i$ may only read tokens $j \le i$: the causal mask removes the scores above
+# the diagonal before the softmax. Row by row:
+#
+# * token 1 sees only itself: $P_{1\cdot} = (1, 0, 0)$;
+# * token 2 sees scores $(0, 0.707)$: $e^0 = 1$, $e^{0.707} = 2.028$, so
+#   $P_{2\cdot} = (1, 2.028)/3.028 = (0.330, 0.670, 0)$;
+# * token 3 sees $(0.707, 0.707, 1.414)$: $e^{0.707} = 2.028$ twice and $e^{1.414} = 4.113$, sum $8.169$, so
+#   $P_{3\cdot} = (0.248, 0.248, 0.503)$.
+#
+# Each output is the weighted average of the value rows: $O_1 = V_1 = (2, 0)$;
+# $O_2 = 0.330\,(2, 0) + 0.670\,(0, 1) = (0.660, 0.670)$;
+# $O_3 = 0.248\,(2, 0) + 0.248\,(0, 1) + 0.503\,(2, 1) = (1.503, 0.752)$. Token 3 reads itself most, because its
+# query and its own key agree best ($q_3 \cdot k_3 = 2$). The same numbers from `reference/ops/attention.py`:
+
+# %%
+X3 = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])              # (T, d) three tokens
+Q3, K3, V3 = X3 @ np.eye(2), X3 @ np.eye(2), X3 @ np.diag([2.0, 1.0])
+O3, cache3 = attention.forward(Q3[None, None], K3[None, None], V3[None, None], mask=attention.causal_mask(3, 3))
+print("P =\n", attention.probabilities(cache3)[0, 0].round(3))
+print("O =\n", O3[0, 0].round(3))
+assert np.allclose(O3[0, 0], [[2, 0], [0.660, 0.670], [1.503, 0.752]], atol=1e-3)   # the hand values, 3 decimals
+
+# %% [markdown]
+# ### The general case
+#
+# With $Q \in \mathbb{R}^{T_q \times d_k}$, $K \in \mathbb{R}^{T_k \times d_k}$, $V \in \mathbb{R}^{T_k \times d_v}$:
 #
 # $$
 # S = \frac{Q K^\top}{\sqrt{d_k}}, \qquad P = \operatorname{softmax}_{\text{row}}(S), \qquad O = P V .
@@ -225,9 +276,20 @@ print("lse has shape", lse.shape, "(one number per query row; no T x T array was
 # >
 # > "…$W^Q_i, W^K_i, W^V_i, W^O$ are the parameter matrices of the respective attention heads."
 #
-# The equation is right; the sentence after it is not. $W^Q_i, W^K_i, W^V_i$ do belong to head $i$, but $W^O$ is
-# **one** matrix, $W^O \in \mathbb{R}^{h d_v \times d_\text{model}}$, shared by all heads and applied after the
-# concatenation. Its job is exactly to *mix* the heads: every output coordinate reads every head. (The section
+# The equation is right; the sentence after it is imprecise, and it is worth saying exactly how. $W^Q_i, W^K_i,
+# W^V_i$ carry the head's index and do belong to head $i$. $W^O$ carries none: in the equation it is **one** matrix,
+# $W^O \in \mathbb{R}^{h d_v \times d_\text{model}}$, applied once to the concatenation. Cut into row blocks
+# $W^O_i \in \mathbb{R}^{d_v \times d_\text{model}}$ (rows $(i-1)d_v + 1$ to $i\,d_v$), it splits exactly into
+# one output matrix per head, summed:
+#
+# $$ \text{Concat}(\text{head}_1, \dots, \text{head}_h)\, W^O = \sum_{i=1}^{h} \text{head}_i\, W^O_i . $$
+#
+# So "one $W^O_i$ per head, the results added" is the same model, not an error. What the sentence gets wrong is
+# its notation: it lists an unindexed $W^O$ among "each head's" matrices, which fits neither reading (a shared $W^O$
+# is no head's own; per-head $W^O_i$ need the sum, which the sentence does not mention). The reading it invites,
+# each head projecting with its own $d_v \times d_v$ matrix into its own slice of the output (a block-diagonal
+# $W^O$), *is* a different model: with $h$ times fewer output parameters, and heads that never mix. The cells
+# below show the identity and the difference in numbers. (The section
 # also says the heads learn "不同层次的依赖关系", dependencies of different *levels*; the paper's claim is
 # different representation *subspaces*.) In the code all heads' projections are one $C \times C$ matrix each,
 # head $i$ owning columns $i d_k \ldots (i+1) d_k - 1$ with $d_k = C/h$:
@@ -281,8 +343,25 @@ nudged = dict(params, Wq=params["Wq"].copy())
 nudged["Wq"][:, head0] += 0.5
 y_nudged, _ = multihead.forward(x, x, nudged, n_head, mask=causal)
 moved = np.abs(y_nudged - y).max(axis=(0, 1)) > 1e-9             # (C,) which output coordinates changed
-print(f"changing head 0 moved {moved.sum()} of {C} output coordinates (a per-head W^O would move {C // n_head})")
+print(f"changing head 0 moved {moved.sum()} of {C} output coordinates (a block-diagonal W^O would move "
+      f"{C // n_head})")
 assert moved.sum() == C
+
+# the identity Concat(head_1..head_h) W^O = sum_i head_i W^O_i, with W^O_i the i-th block of d_k rows
+d_head = C // n_heads
+proj = {n: x @ params["W" + n] + params["b" + n] for n in "qkv"}                     # (B, T, C) each
+split = {n: z.reshape(B, T, n_heads, d_head).transpose(0, 2, 1, 3) for n, z in proj.items()}  # (B, H, T, d_k)
+head_out, _ = attention.forward(split["q"], split["k"], split["v"], mask=causal)      # (B, H, T, d_k)
+concat = head_out.transpose(0, 2, 1, 3).reshape(B, T, C)                             # (B, T, C)
+summed = sum(head_out[:, i] @ params["Wo"][i * d_head:(i + 1) * d_head] for i in range(n_heads))
+print(f"max |Concat(heads) W^O - sum_i head_i W^O_i| = {np.abs(concat @ params['Wo'] - summed).max():.1e}")
+assert np.allclose(concat @ params["Wo"] + params["bo"], y, rtol=0, atol=1e-12)   # the op computes exactly this
+assert np.abs(concat @ params["Wo"] - summed).max() < 1e-12          # float64: the same products, summed in groups
+blockdiag = np.zeros_like(params["Wo"])
+for i in range(n_heads):
+    rows = slice(i * d_head, (i + 1) * d_head)
+    blockdiag[rows, rows] = params["Wo"][rows, rows]
+print(f"output parameters: one W^O {params['Wo'].size}, block-diagonal per-head W^O {int((blockdiag != 0).sum())}")
 
 # %% [markdown]
 # ## 6.4 Positional encoding (§3.2.3)
@@ -337,6 +416,51 @@ for key in ("min", "max", "fraction_near_zero", "all_dimensions_identical", "pos
     print(f"{key:>26}:  as written {diag['as_written_' + key]!s:>6.6}   correct {diag['correct_' + key]!s:>6.6}")
 assert diag["as_written_all_dimensions_identical"] and not diag["correct_all_dimensions_identical"]
 assert diag["as_written_positions_sharing_a_code"] > 0.9 * n_pos and diag["correct_positions_sharing_a_code"] == 0
+
+# %% [markdown]
+# The printed formula differs from the paper's in three places at once. Which one does the damage? Put each back
+# into the paper's formula alone (`reference/ops/as_written_parts.py`): **no index $i$** (the printed $2/d_p$ for
+# $2i/d$: every pair of columns turns at the same frequency), **no cosine** (a sine in both columns of a pair), and
+# **the power 2048** (the paper's entries raised to it). Besides the range and the shared codes above, two more
+# numbers: how many positions $j \ge 2$ have a code closer to position 0's than position 1's code is (positions the
+# code confuses with the start), and whether the code of $pos + 1$ is still a linear map of the code of $pos$ (the
+# relative residual of the best such map: round-off for the paper, exercise 2).
+
+# %%
+from reference.ops import as_written_parts  # noqa: E402
+
+pe_tables = as_written_parts.positional_variants(n_pos, d_model)
+pe_stats = {name: as_written_parts.positional_stats(t) for name, t in pe_tables.items()}
+keys = ("distinct_columns", "min", "fraction_near_zero", "positions_sharing_a_code", "closer_to_0_than_1",
+        "relative_residual")
+print(f"{n_pos} positions, d = {d_model}")
+print(f"{'':>11}" + "".join(f"{k:>26}" for k in keys))
+for name, st in pe_stats.items():
+    print(f"{name:>11}" + "".join(f"{st[k]:>26.3g}" for k in keys))
+assert pe_stats["no_index_i"]["distinct_columns"] == 2 and pe_stats["no_index_i"]["closer_to_0_than_1"] > 0
+assert pe_stats["no_cos"]["relative_residual"] > 0.1 > pe_stats["paper"]["relative_residual"]
+assert pe_stats["power_2048"]["min"] >= 0 and pe_stats["power_2048"]["fraction_near_zero"] > 0.5
+
+fig, axes = plt.subplots(1, 4, figsize=(15, 3.4), sharey=True)
+for ax, name in zip(axes, ("paper", "no_index_i", "no_cos", "power_2048")):
+    im = ax.imshow(pe_tables[name][:64].T, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_title({"paper": "the paper", "no_index_i": "only the index i missing (2/d for 2i/d)",
+                  "no_cos": "only the cosine missing", "power_2048": "only the power 2048 added"}[name], fontsize=9)
+    ax.set_xlabel("position")
+axes[0].set_ylabel("dimension")
+fig.colorbar(im, ax=axes, shrink=0.8)
+fig.suptitle("The paper's positional code with each error of the printed formula put back alone", fontsize=10, y=1.04)
+savefig(fig, "transformer_pe_errors_alone.png")
+
+# %% [markdown]
+# Each error alone breaks something different. Without the index $i$ every pair of columns carries the same two
+# numbers (two distinct columns out of $d$): the code is a point on one circle, which it goes round every
+# $2\pi \cdot 10000^{2/d}$ positions, so dozens of positions land closer to position 0 than position 1 does.
+# Without the cosine, half the columns are copies and position 0 gets the all-zero code; worse, the code of
+# $pos + 1$ is no longer a linear function of the code of $pos$ (a sine alone cannot be rotated), which is the
+# property the paper chose sinusoids for. The power 2048 alone folds every value into $[0, 1]$, sets most of them to
+# about 0, and also destroys the linear relation; at this width the remaining spikes still tell the positions apart.
+# Together, as printed, the three leave one number per position, 0 almost everywhere.
 
 # %% [markdown]
 # ## 6.5 The position-wise feed-forward network (§3.2.4)
@@ -480,6 +604,33 @@ bx.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
 savefig(fig, "transformer_layernorm_activations.png")
 
 # %% [markdown]
+# The figure above used $\beta = 0$, and that hides the printed formula's other error: its $\beta$ is added to the
+# input *inside* the fraction, $\gamma (x + \beta)/\sqrt d$, not to the output. With a non-zero $\beta$ (here about
+# 0.5 per feature, rows of mean 3 and std 2), three versions: the correct LayerNorm, the printed formula, and the
+# correct normalisation with only $\beta$ moved inside, $\gamma \odot \mathrm{norm}(x + \beta)$
+# (`as_written_parts.layer_norm_beta_inside`). For each, the mean of the outputs (what $\beta$ is there to set) and
+# how far it moves when every $\beta_j$ moves by 1 (what a gradient step on $\beta$ can do to it).
+
+# %%
+from reference.ops import as_written_parts  # noqa: E402
+
+rng_b = np.random.default_rng(66)                                 # its own generator: later cells' draws unchanged
+x_b = 3.0 + 2.0 * rng_b.standard_normal((256, 64))               # (rows, C) offset and scaled rows
+beta_b = 0.5 + 0.1 * rng_b.standard_normal(64)                    # (C,) a learned-looking shift
+bd = as_written_parts.layer_norm_beta_diagnostics(x_b, beta_b)
+print(f"mean of beta: {bd['beta_mean']:.3f}")
+for who in ("correct", "as_printed", "beta_inside"):
+    mean, moves = (round(bd[who + key], 3) + 0.0 for key in ("_output_mean", "_shift_response"))   # no "-0.000"
+    print(f"{who:>12}: output mean {mean:+.3f}, moves {moves:.3f} per unit of beta")
+assert abs(bd["correct_output_mean"] - bd["beta_mean"]) < 1e-12 and abs(bd["beta_inside_shift_response"]) < 1e-12
+
+# %% [markdown]
+# The correct LayerNorm's output has exactly $\beta$'s mean, and moves one for one with it. The printed formula's
+# mean is $(\bar x + \bar\beta)/\sqrt{d}$: the input's offset leaks through, and $\beta$ counts only $1/\sqrt{64} =
+# 1/8$. With $\beta$ inside a real normalisation it counts for nothing at all: the mean subtraction removes it with
+# the row's mean, so its gradient along that direction is exactly 0 and no training can learn an offset.
+
+# %% [markdown]
 # The three as-printed formulas side by side with the correct ones, in one figure: the positional code as printed
 # is the same number in every dimension and almost always 0; the FFN as printed never outputs a negative number;
 # the LayerNorm as printed leaves each row's spread proportional to the input's.
@@ -539,7 +690,12 @@ savefig(fig, "transformer_as_written_failures.png")
 # **Backward.** The residual is an identity path: for $y = x + S(x)$,
 # $dx = dy + J_S^\top dy$. However small the sublayer's Jacobian $J_S$ is, the upstream gradient reaches $x$
 # unchanged through the first term. In pre-LN this holds from the output all the way down to the embeddings; in
-# post-LN each layer's LayerNorm sits on the path, which is why deep post-LN stacks need a learning-rate warm-up.
+# post-LN each layer's LayerNorm sits on the path. That is often given as the reason deep post-LN stacks need a
+# learning-rate warm-up, but the measurement says otherwise: at initialisation the gradient that reaches the input of
+# a post-LN stack is as large as at its top (chapter 9.1, ratios 0.4 to 1.3 from 6 to 48 layers). What differs, as
+# Xiong et al. (2020) showed, is the gradient of the top layers' *parameters*: in post-LN it does not shrink as the
+# stack deepens, in pre-LN it falls like $1/\sqrt{L}$ (chapter 9.1 measures both), so the same learning rate moves a
+# deep post-LN model's top layers much further in its first steps, and a warm-up keeps those steps small.
 # `reference/models/layers.py` implements both (`norm="post"`, the default, or `"pre"`); in its backward the line
 # `dx = dr + ds_dx` is the residual's "+".
 #
@@ -583,7 +739,8 @@ assert rows["§3.3 as listed (no residual)"][1] > 0.99 and rows["pre-LN"][1] < 0
 # %% [markdown]
 # Without residuals the positions are indistinguishable after two layers. With them they stay apart, most of all
 # in pre-LN, whose identity path from input to output is never normalised; post-LN at random initialisation also
-# drifts together with depth, one reason why deep post-LN models need a warm-up and pre-LN became the default.
+# drifts together with depth. (Why deep post-LN models need a warm-up is the size of their top layers' gradients,
+# measured in chapter 9.1, not this drift.)
 #
 # The encoder layer is $h = \operatorname{LN}_1(x + \operatorname{MHA}(x, x))$,
 # $y = \operatorname{LN}_2(h + \operatorname{FFN}(h))$. The decoder layer has a third sublayer between the two:
@@ -656,16 +813,81 @@ gradcheck("Transformer (N = 2)",
           {k: leaves(model)[k] for k in checked}, {k: leaves(grads)[k] for k in checked})
 
 # %% [markdown]
-# ## 6.9 The errata of §3.1–§3.3 in one table
+# ## 6.9 The paper's regularisers: dropout and label smoothing
+#
+# §3.1 of the material calls LayerNorm the model's regulariser (§6.1 and chapter 11.1: it is not). The paper names
+# two others (§5.4), and they complete the set of equations a trained Transformer needs.
+#
+# **Dropout** (`reference/ops/dropout.py`), with rate $p$ ($P_{drop} = 0.1$ in the paper), on each sublayer's output
+# before the residual sum and on the embeddings plus positions. In training each entry is kept with probability
+# $1 - p$ and scaled by $1/(1-p)$, so that its expectation is unchanged; in evaluation it is the identity:
+#
+# $$ m \sim \mathrm{Bernoulli}(1 - p), \qquad y = \frac{m \odot x}{1 - p}, \qquad dx = \frac{m \odot dy}{1 - p}. $$
+#
+# For a fixed mask the map is linear, so the backward pass is the same mask and scale. The op is a pure function:
+# the mask comes from a generator passed in (or is passed in itself), never from hidden global state.
+#
+# **Label smoothing** (`reference/ops/label_smoothing.py`), with $\epsilon_{ls} = 0.1$: the target distribution
+# mixes the one-hot with the uniform one, $q = (1 - \epsilon)\,\mathrm{onehot}(t) + \epsilon/V$, and the loss is the
+# cross-entropy against it,
+#
+# $$ L = -\sum_v q_v \log \mathrm{softmax}(z)_v, \qquad \frac{\partial L}{\partial z} = \mathrm{softmax}(z) - q . $$
+#
+# Its minimum is at $\mathrm{softmax}(z) = q$, not at a one-hot prediction: the model is paid for staying a little
+# unsure. The tests hold it equal to PyTorch's `cross_entropy(..., label_smoothing=eps)`. Live checks:
+
+# %%
+from reference.ops import dropout, label_smoothing  # noqa: E402
+
+x_d = rng.standard_normal((2, 3, 8))
+mask_d = np.random.default_rng(9).random(x_d.shape) >= 0.1
+dy_d = rng.standard_normal(x_d.shape)
+_, cache_d = dropout.forward(x_d, 0.1, mask=mask_d)
+gradcheck("dropout (p = 0.1, fixed mask)", lambda: float((dropout.forward(x_d, 0.1, mask=mask_d)[0] * dy_d).sum()),
+          {"x": x_d}, {"x": dropout.backward(dy_d, cache_d)})
+ones_d, _ = dropout.forward(np.ones(100_000), 0.1, rng=np.random.default_rng(10))
+print(f"dropout of 100,000 ones: {np.mean(ones_d == 0):.3f} dropped, mean {ones_d.mean():.4f} (expected 1)")
+
+z_ls = rng.standard_normal((4, 5, 11))
+t_ls = np.random.default_rng(11).integers(0, 11, size=(4, 5))
+_, cache_ls = label_smoothing.forward(z_ls, t_ls, 0.1)
+gradcheck("label smoothing (eps = 0.1)", lambda: float(label_smoothing.forward(z_ls, t_ls, 0.1)[0]),
+          {"z": z_ls}, {"z": label_smoothing.backward(1.0, cache_ls)})
+
+# the loss of one prediction as the true class's logit pulls away from the others (V = 11 classes)
+margins = np.linspace(-2, 14, 161)
+fig, ax = plt.subplots(figsize=(6.5, 3.6))
+for eps in (0.0, 0.1):
+    z_m = np.zeros((margins.size, 11))
+    z_m[:, 0] = margins                                                       # true class 0 ahead by the margin
+    per_row = [float(label_smoothing.forward(z_m[i:i + 1], np.array([0]), eps)[0]) for i in range(margins.size)]
+    ax.plot(margins, per_row, label=f"eps = {eps}" + (" (plain cross-entropy)" if eps == 0 else ""))
+best = np.log((1 - 0.1 + 0.1 / 11) / (0.1 / 11))                              # softmax(z) = q at this margin
+ax.axvline(best, color="gray", ls=":", lw=1, label=f"minimum at margin {best:.2f}")
+ax.set_xlabel("logit of the true class minus the others'")
+ax.set_ylabel("loss (nats)")
+ax.set_title("Label smoothing stops rewarding ever larger margins", fontsize=10)
+ax.legend(fontsize=8)
+fig.tight_layout()
+savefig(fig, "transformer_label_smoothing.png")
+
+# %% [markdown]
+# Plain cross-entropy keeps falling as the margin grows, so a model that can separate its training data is pushed
+# towards infinite logits; with $\epsilon = 0.1$ the loss has a minimum at a finite margin, $\ln\frac{1 - \epsilon +
+# \epsilon/V}{\epsilon/V}$, and rises beyond it. Chapter 11.1 measures what dropout does to a model that overfits.
+
+# %% [markdown]
+# ## 6.10 The errata of §3.1–§3.3 in one table
 #
 # | where | the material says | correct (Vaswani et al., 2017; Ba et al., 2016) | shown above |
 # |---|---|---|---|
 # | §3.1, §3.2.5 title | 层ORMAL化 | 层归一化, layer normalisation (a garbled word) | §6.1 |
 # | §3.1 item 4, §3.2.5 | LayerNorm regularises the model, reducing overfitting | it normalises each token's features to stabilise and speed up training; the regularisers are dropout and label smoothing | §6.1 |
-# | §3.2.2 | $W^O$ is one of "各自注意力头的参数矩阵" (each head's own matrices) | one $W^O \in \mathbb{R}^{h d_v \times d_\text{model}}$ after the concatenation, mixing all heads | §6.3, with numbers |
-# | §3.2.3 | $P(pos) = \sin(pos / 10000^{2/d_p})^{2048}$, "sine or log-sine" | interleaved $\sin$/$\cos$ with frequency $10000^{-2i/d}$ per pair of dimensions | §6.4, with numbers and a figure |
+# | §3.2.2 | an unindexed $W^O$ listed among "各自注意力头的参数矩阵" (each head's own matrices) | one $W^O \in \mathbb{R}^{h d_v \times d_\text{model}}$ after the concatenation; its row blocks give $\sum_i \mathrm{head}_i W^O_i$ exactly, so the error is the notation (an imprecision) | §6.3, with numbers |
+# | §3.1 item 1 | PE lets the model learn relations "序列之间" (between sequences) | between positions of one sequence | chapter 11.9, with numbers |
+# | §3.2.3 | $P(pos) = \sin(pos / 10000^{2/d_p})^{2048}$, "sine or log-sine" | interleaved $\sin$/$\cos$ with frequency $10000^{-2i/d}$ per pair of dimensions | §6.4, each of the three errors alone, with numbers and figures |
 # | §3.2.4 | $F(x) = \text{ReLU}(W_2\sigma(W_1x + b_1) + b_2)$ | $\max(0, xW_1 + b_1)W_2 + b_2$: no outer ReLU | §6.5, with numbers and a figure |
-# | §3.2.5 | $\gamma (x + \beta)/\sqrt{d}$ | $\gamma \circ (x - \mu)/\sqrt{\sigma^2 + \varepsilon} + \beta$ | §6.6, with numbers and figures |
+# | §3.2.5 | $\gamma (x + \beta)/\sqrt{d}$ | $\gamma \circ (x - \mu)/\sqrt{\sigma^2 + \varepsilon} + \beta$: statistics of the row, and $\beta$ outside | §6.6, with numbers (also with a non-zero $\beta$) and figures |
 # | §3.3 | five steps, no residual connections, one LayerNorm at the end | Add & Norm around every sublayer; $N = 6$ layers; a decoder with masked self-attention and cross-attention; output projection | §6.7, with numbers |
 #
 # The attention formula of §3.2.1 and the multi-head formula of §3.2.2 are correct as printed.

@@ -11,7 +11,13 @@
 # > 4. 模型稳定性：大模型在训练和推理过程中可能出现梯度爆炸、梯度消失等问题，影响模型性能。
 # >
 # > "Compute: training and inference need a lot of it, which limits where large models can be used. ...
-# > Stability: exploding and vanishing gradients can occur during training and hurt the model."
+# > Stability: during training and inference, large models may suffer from exploding and vanishing gradients and
+# > similar problems, which hurts their performance."
+#
+# The second item has an error: gradients are computed only in training. Inference runs the forward pass alone
+# (chapter 4), so no gradient can explode or vanish there; what can go wrong at inference is the forward
+# signal itself, activations that overflow a narrow number format (float16's largest value is 65504). The
+# measurements below are all of training.
 #
 # Three of these claims can be measured on a laptop-sized model, and this chapter measures them: gradients through
 # depth at initialisation for five ways of wiring a deep Transformer (9.1), what gradient clipping does to a run
@@ -172,12 +178,56 @@ savefig(fig, "trends_gradient_norms.png")
 #   {{preln_first}} at depth {{depth_first}}, {{preln_last}} at depth {{depth_last}}): the residual stream grows with depth, and every LN divides its gradient by the stream's std at
 #   that depth, so the lower blocks, where the stream is smaller, receive more. Neither ratio alone says how well
 #   a stack trains: Xiong et al. (2020) explain post-LN's need for a learning-rate warm-up by the scale of the
-#   gradients of the parameters near the output at init, together with the learning rate.
+#   gradients of the parameters near the output at init, together with the learning rate (measured next).
 # - **GPT-2's init makes every residual wiring the identity at init.** Sublayers with std-0.02 weights add almost
 #   nothing, the skip carries the gradient unchanged (ratios {{gpt2_ratio_min}} to {{gpt2_ratio_max}}), and the scaled residual projections keep it so as
 #   depth grows. The `ln` wiring is the exception under this init: its sublayers' outputs are so small that LN's
 #   $\epsilon = 10^{-5}$ is not negligible beside their variance, and LN no longer fully renormalises (the rms of
 #   $x_L$ is {{gpt2_ln_rms}}, not 1).
+#
+# ### Why post-LN needs a warm-up: the gradient of the top layers
+#
+# The ratios above show no vanishing through post-LN's LayerNorms at initialisation, so they cannot be why the
+# paper's post-LN Transformer needs a learning-rate warm-up. Xiong et al. (2020, "On Layer Normalization in the
+# Transformer Architecture") locate the difference elsewhere: in the gradient of the *parameters* of the last
+# layers. At initialisation they bound it by $O(d\sqrt{\ln d})$ for post-LN, whatever the depth, and by
+# $O(d\sqrt{\ln d / L})$ for pre-LN, where every block's contribution to the output is one of $L$ terms added to
+# the residual stream before the final LayerNorm. A large learning rate from the first step then moves post-LN's top
+# layers by a large step; a warm-up keeps those first steps small, and pre-LN can do without it. The prediction is a
+# number we can check: the norm of the last block's parameter gradients as the stack deepens.
+
+# %%
+last = {v: [by_layer(v, "xavier", d, 32)["params"][-1] for d in DEPTHS] for v in ("post_ln", "pre_ln")}
+print("norm of the last block's parameter gradients (Xavier init, width 32, median over seeds)")
+print(f"{'depth':>9} " + " ".join(f"{d:>7}" for d in DEPTHS) + f" {'deepest / shallowest':>21}")
+for v, g in last.items():
+    print(f"{v:>9} " + " ".join(f"{x:>7.0f}" for x in g) + f" {g[-1] / g[0]:>21.2f}")
+print(f"1/sqrt(L) from depth {DEPTHS[0]} to {DEPTHS[-1]}: {np.sqrt(DEPTHS[0] / DEPTHS[-1]):.2f}")
+
+fig, ax = plt.subplots(figsize=(6, 3.8))
+for v, g in last.items():
+    ax.loglog(DEPTHS, g, "o-", color=colors[v], label=v)
+ref = np.array(DEPTHS, dtype=float)
+ax.loglog(ref, last["pre_ln"][0] * np.sqrt(ref[0] / ref), "k:", lw=1, label=r"$\propto 1/\sqrt{L}$")
+ax.set_xticks(DEPTHS)
+ax.xaxis.set_major_formatter(ScalarFormatter())
+ax.xaxis.set_minor_formatter(NullFormatter())
+ax.set_xlabel("depth L (blocks)")
+ax.set_ylabel("|gradient of the last block's parameters|")
+ax.set_title("At init, post-LN's top-layer gradient does not shrink with depth", fontsize=10)
+ax.grid(alpha=0.3, which="both")
+ax.legend(fontsize=8)
+fig.tight_layout()
+savefig(fig, "trends_last_block_gradients.png")
+if not QUICK:   # Xiong et al.'s prediction, on these stacks
+    assert last["pre_ln"][-1] / last["pre_ln"][0] < 0.5 and last["post_ln"][-1] / last["post_ln"][0] > 0.8
+
+# %% [markdown]
+# Pre-LN's last block gets a gradient that falls close to $1/\sqrt{L}$ as the stack deepens; post-LN's does not fall.
+# This is the measurement chapter 6.7 points to, and it is the one that agrees with Xiong et al.: post-LN's need for
+# a warm-up comes from the size of the top layers' gradients at the start (which the learning rate multiplies),
+# not from the gradient vanishing on its way down. Chapter 2 lists the other explanations of warm-up that have been
+# proposed (Adam's early second-moment estimates among them); they are not exclusive.
 #
 # ## 9.2 Gradient clipping against a too-large learning rate
 #

@@ -41,7 +41,23 @@ assert n_gpt3 / n_small > 1e5
 #
 # ## Q2. 如何选择合适的大模型？ How to choose a suitable large model?
 #
-# Start from the budget, which can be computed before anything is downloaded: memory for the weights (chapter 1.4:
+# > 选择合适的大模型需要考虑以下因素：任务类型、数据规模、计算资源、模型性能等。
+# >
+# > "Choosing a suitable large model means weighing the type of task, the scale of the data, the compute available,
+# > the model's performance, and so on."
+#
+# Each factor has an answer the book measured:
+#
+# * **The task decides the architecture.** To continue text, a decoder (the GPT of chapters 2 and 4); to represent
+#   or classify text, an encoder (BERT, chapter 8, which cannot generate: the material's §4 code tries); to turn
+#   one sequence into another, the paper's encoder–decoder (chapter 6). Chapter 0 draws all three.
+# * **The data decides how large a model is worth it.** With a few thousand labelled examples, a linear model on the
+#   right features beat a small Transformer on both of chapter 5's tasks; a student distilled from a teacher gained
+#   most where its own data was small (chapter 3.3). A larger model pays when there is data to fit it (chapter 9.3).
+# * **Quality is measured, not assumed.** Compare candidates on held-out data of *your* task (validation loss,
+#   accuracy), as every chapter does, and keep the smallest that is good enough.
+#
+# Then the compute budget, which can be computed before anything is downloaded: memory for the weights (chapter 1.4:
 # 2 bytes per parameter in bfloat16, 0.5 in int4), the KV cache for the context you need (chapter 1, exercise 3), and
 # the compute per token ($2N$ FLOPs). Chapter 3 measures what int8/int4 quantization, pruning and distillation cost in
 # quality, so you can trade size for loss with numbers rather than hopes.

@@ -9,23 +9,27 @@ The map (folder, what it holds, the chapter that explains it):
 
 =================  ==========================================================================  ==============
 ``ops/``           one module per equation: linear, embedding, activations, softmax,           ch. 6, 7
-                   cross_entropy, layernorm, positional, attention, multihead, ffn, and
-                   ``as_written`` (the material's printed formulas, to show their errors)
+                   cross_entropy, layernorm, positional, attention, multihead, ffn, dropout,
+                   label_smoothing, and ``as_written``, ``as_written_parts`` (the material's
+                   printed formulas, whole and one error at a time, to show their errors)
 ``models/``        blocks and models built from the ops: ``layers`` (encoder/decoder layer),   ch. 2, 5, 6, 8
                    ``transformer`` (the 2017 encoder-decoder), ``gpt`` (decoder-only LM),
-                   ``bert`` (MiniLM encoder), ``classifier``, ``logreg``
+                   ``bert`` (MiniLM encoder), ``classifier``, ``logreg``, ``linear_svm``
 ``tokenizers/``    characters with byte fallback, byte-level BPE, BERT's WordPiece; ``hf``     ch. 2, 4, 8
                    writes the first two as Hugging Face ``tokenizer.json``
 ``training/``      corpus and batches (``data``), ``init``, ``optim`` (AdamW, schedules,       ch. 2, 5
-                   clipping), ``checkpoint``, the text-classification tasks (``textcls``); for
-                   the command: ``run_dir`` (lock, path checks, signals), ``memory``
-                   (estimate), ``trained`` (a checkpoint read back as a model); at scale:
-                   ``precision`` (fp16/bf16 on float32 masters), ``data_parallel`` (and
-                   gradient accumulation), ``zero`` (sharded AdamW state), ``distributed``
+                   clipping), ``checkpoint``, the text-classification tasks (``textcls``), the
+                   digit-reversal task of the encoder-decoder (``seq2seq``); for the command:
+                   ``run_dir`` (lock, path checks, signals), ``memory`` (estimate), ``trained``
+                   (a checkpoint read back as a model); at scale: ``precision`` (fp16/bf16 on
+                   float32 masters), ``data_parallel`` (and gradient accumulation), ``zero``
+                   (sharded AdamW state), ``distributed``
 ``inference/``     ``decoding`` (KV cache, greedy, sampling, beam search), ``summarizer``      ch. 4, 8
 ``compression/``   ``quantize``, ``qat``, ``prune``, ``distill``                               ch. 3
-``studies/``       ``counting`` (parameters, FLOPs, memory), ``scaling_law`` (timed runs and   ch. 1, 9
+``studies/``       ``counting`` (parameters, FLOPs, memory), ``scaling_law`` (timed runs and   ch. 1, 4, 9, 11
                    the power-law fit), ``depth`` (gradients through deep stacks),
+                   ``attention_heads`` (what a trained GPT's heads attend to),
+                   ``regularisation`` (LayerNorm and dropout against overfitting),
                    ``pipeline`` (GPipe and 1F1B schedules simulated)
 =================  ==========================================================================  ==============
 

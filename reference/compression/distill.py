@@ -167,7 +167,7 @@ def forward_tokens_per_second(params, config, batch_size=8, repeats=3, seed=0):
 
 def distill(teacher_params, teacher_config, student_config, train_data, steps, val_data=None, T=2.0, alpha=0.5,
             lr=3e-3, batch_size=8, eval_every=None, eval_batches=4, warmup=None, grad_clip=1.0, weight_decay=0.1,
-            seed=0):
+            seed=0, window_stride=None):
     r"""Train a student GPT by distillation from ``teacher_params`` and a same-shaped student from scratch.
 
     Both students start from the same ``gpt.init_params(student_config, seed)``, see the same batches (windows of
@@ -187,6 +187,9 @@ def distill(teacher_params, teacher_config, student_config, train_data, steps, v
     lr, batch_size, warmup (default ``steps // 10``), grad_clip, weight_decay, seed : training settings
     eval_every : validation every this many steps (default ``max(1, steps // 10)``), and at step 0 and the end
     eval_batches : windows per validation (same windows every time, :func:`reference.compression.prune.validation_loss`)
+    window_stride : None (windows start anywhere, ``data.get_batch``) or an int s: windows start only at multiples of
+        s, so a small ``train_data`` holds a fixed set of windows that the students see again and again; the
+        teacher's logits of each window are then computed once and kept (the teacher is the expensive model)
 
     Returns
     -------
@@ -219,10 +222,27 @@ def distill(teacher_params, teacher_config, student_config, train_data, steps, v
     states = {name: optim.adamw_init(p) for name, p in students.items()}
     curves = {name: [(0, val(p))] for name, p in students.items()}
     batch_rng = np.random.default_rng(seed + 2)
+    teacher_of = {}                                                  # window start -> teacher logits (T, V)
+    if window_stride is not None:
+        if isinstance(window_stride, bool) or not isinstance(window_stride, (int, np.integer)) or window_stride < 1 \
+                or len(train_data) < cfg.block_size + 1:
+            raise ValueError(f"window_stride: expected an int >= 1 and train_data of at least block_size + 1 = "
+                             f"{cfg.block_size + 1} tokens, got {window_stride!r} and {len(train_data)} tokens")
+        n_windows = (len(train_data) - cfg.block_size - 1) // window_stride + 1     # starts 0, s, 2s, ...
     for step in range(1, steps + 1):
-        x, y = data.get_batch(train_data, batch_size, cfg.block_size, batch_rng)
+        if window_stride is None:
+            x, y = data.get_batch(train_data, batch_size, cfg.block_size, batch_rng)
+            teacher_logits, _ = gpt.forward(teacher_params, teacher_config, x)         # (B, T, V)
+        else:
+            starts = batch_rng.integers(0, n_windows, size=batch_size) * window_stride  # (B,)
+            idx = starts[:, None] + np.arange(cfg.block_size)                           # (B, T)
+            x, y = train_data[idx].astype(np.int64), train_data[idx + 1].astype(np.int64)
+            new = sorted(set(starts.tolist()) - set(teacher_of))
+            if new:
+                logits_new, _ = gpt.forward(teacher_params, teacher_config, x[[starts.tolist().index(a) for a in new]])
+                teacher_of.update(zip(new, logits_new))
+            teacher_logits = np.stack([teacher_of[a] for a in starts.tolist()])          # (B, T, V)
         lr_t = optim.warmup_cosine(step, lr, warmup, steps, min_lr=0.1 * lr)
-        teacher_logits, _ = gpt.forward(teacher_params, teacher_config, x)             # (B, T, V)
         logits, cache = gpt.forward(students["distilled"], cfg, x)                     # (B, T, V)
         _, kd_cache = forward(logits, teacher_logits.astype(logits.dtype, copy=False), y, T, alpha)
         grads = {"distilled": gpt.backward(backward(1.0, kd_cache), cache),

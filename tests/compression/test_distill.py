@@ -187,3 +187,44 @@ def test_distill_bad_configs(rng):
         distill.distill(params, t_cfg, gpt.GPTConfig(8, 16, 1, 1, 8), train, steps=1)
     with pytest.raises(ValueError, match="steps: expected a positive integer"):
         distill.distill(params, t_cfg, t_cfg, train, steps=0)
+
+
+def test_window_stride_caches_the_teacher_once_per_window(rng, monkeypatch):
+    # a small training text cut into windows at multiples of the stride: the teacher runs on each window at most
+    # once, however many steps revisit it
+    V = 8
+    t_cfg = gpt.GPTConfig(vocab_size=V, block_size=8, n_layer=1, n_head=2, d_model=16)
+    s_cfg = gpt.GPTConfig(vocab_size=V, block_size=8, n_layer=1, n_head=2, d_model=8)
+    teacher = gpt.init_params(t_cfg, rng)
+    train = rng.integers(0, V, size=8 * 5 + 1)                      # exactly 5 windows at stride 8
+    rows = []
+    real_forward = distill.gpt.forward
+
+    def counting_forward(params, config, ids):
+        if params is teacher:
+            rows.extend(map(tuple, ids))
+        return real_forward(params, config, ids)
+
+    monkeypatch.setattr(distill.gpt, "forward", counting_forward)
+    val = rng.integers(0, V, size=200)                               # the teacher's validation runs elsewhere
+    distill.distill(teacher, t_cfg, s_cfg, train, steps=30, val_data=val, batch_size=4, eval_every=30,
+                    window_stride=8)
+    training_rows = [r for r in rows if any(np.array_equal(r, train[a:a + 8]) for a in range(0, 40, 8))]
+    assert len(training_rows) == len(set(training_rows)) <= 5
+
+
+def test_window_stride_with_one_window_equals_the_uncached_path(rng):
+    # with a single possible window both paths draw the same batches (always window 0) from the same generator
+    # calls, so caching the teacher's logits must change nothing
+    V = 8
+    t_cfg = gpt.GPTConfig(vocab_size=V, block_size=8, n_layer=1, n_head=2, d_model=16)
+    s_cfg = gpt.GPTConfig(vocab_size=V, block_size=8, n_layer=1, n_head=2, d_model=8)
+    teacher = gpt.init_params(t_cfg, rng)
+    train = rng.integers(0, V, size=9)
+    a = distill.distill(teacher, t_cfg, s_cfg, train, steps=5, batch_size=2, eval_every=5)
+    b = distill.distill(teacher, t_cfg, s_cfg, train, steps=5, batch_size=2, eval_every=5, window_stride=8)
+    for name in ("distilled", "scratch"):
+        fa, fb = distill.tree.flatten(a["students"][name]), distill.tree.flatten(b["students"][name])
+        assert all(np.array_equal(fa[k], fb[k]) for k in fa)
+    with pytest.raises(ValueError, match="window_stride: expected an int >= 1"):
+        distill.distill(teacher, t_cfg, s_cfg, train, steps=1, window_stride=0)
