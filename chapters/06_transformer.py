@@ -348,17 +348,17 @@ print(f"changing head 0 moved {moved.sum()} of {C} output coordinates (a block-d
 assert moved.sum() == C
 
 # the identity Concat(head_1..head_h) W^O = sum_i head_i W^O_i, with W^O_i the i-th block of d_k rows
-d_head = C // n_heads
+d_head = C // n_head
 proj = {n: x @ params["W" + n] + params["b" + n] for n in "qkv"}                     # (B, T, C) each
-split = {n: z.reshape(B, T, n_heads, d_head).transpose(0, 2, 1, 3) for n, z in proj.items()}  # (B, H, T, d_k)
+split = {n: z.reshape(B, T, n_head, d_head).transpose(0, 2, 1, 3) for n, z in proj.items()}  # (B, H, T, d_k)
 head_out, _ = attention.forward(split["q"], split["k"], split["v"], mask=causal)      # (B, H, T, d_k)
 concat = head_out.transpose(0, 2, 1, 3).reshape(B, T, C)                             # (B, T, C)
-summed = sum(head_out[:, i] @ params["Wo"][i * d_head:(i + 1) * d_head] for i in range(n_heads))
+summed = sum(head_out[:, i] @ params["Wo"][i * d_head:(i + 1) * d_head] for i in range(n_head))
 print(f"max |Concat(heads) W^O - sum_i head_i W^O_i| = {np.abs(concat @ params['Wo'] - summed).max():.1e}")
 assert np.allclose(concat @ params["Wo"] + params["bo"], y, rtol=0, atol=1e-12)   # the op computes exactly this
 assert np.abs(concat @ params["Wo"] - summed).max() < 1e-12          # float64: the same products, summed in groups
 blockdiag = np.zeros_like(params["Wo"])
-for i in range(n_heads):
+for i in range(n_head):
     rows = slice(i * d_head, (i + 1) * d_head)
     blockdiag[rows, rows] = params["Wo"][rows, rows]
 print(f"output parameters: one W^O {params['Wo'].size}, block-diagonal per-head W^O {int((blockdiag != 0).sum())}")

@@ -52,7 +52,7 @@ def attention_weights(params, config, ids):
         weights.append(multihead.attention_probs(cache).copy())         # (B, H, T, T), not a view into the cache
         x = x + y
         h, _ = layernorm.forward(x, p["ln2"]["gamma"], p["ln2"]["beta"], eps=config.ln_eps)
-        m = p["mlp"]
+        m = p["ffn"]
         x = x + ffn.forward(h, m["W1"], m["b1"], m["W2"], m["b2"], activation=config.activation)[0]
     xf, _ = layernorm.forward(x, params["ln_f"]["gamma"], params["ln_f"]["beta"], eps=config.ln_eps)
     return weights, xf @ params["wte"].T
