@@ -36,6 +36,13 @@ Transformer Models", section 4):
 (34 s b h: the inputs of the matmuls, LayerNorms, GELU and the dropout masks; :math:`5 a s^2 b`: the attention
 scores, their softmax and its dropout mask. The NumPy model of this book has no dropout and keeps float32: its own
 fitted count is in ``reference/training/memory.py``.)
+
+**Communication per step.** A ring all-reduce of n bytes over W ranks sends :math:`2 (W-1)/W \cdot n` bytes from
+each rank (``reference/training/distributed.py``; ``bench/comm.py`` measures it). Data parallelism all-reduces the
+gradients once per step (:func:`dp_bytes_per_step`); ZeRO-1 and -2 replace it by a reduce-scatter and an all-gather,
+the same volume; ZeRO-3 all-gathers the weights again for the backward pass, 1.5 times as much. Tensor parallelism
+all-reduces activations: two in each layer's forward pass and two in its backward pass (``tensor_parallel.py``),
+for every micro-batch (:func:`tp_bytes_per_layer`).
 """
 import math
 
@@ -103,3 +110,22 @@ def activation_bytes_per_layer(s, b, h, a, tp=1, recompute=False):
     if recompute:
         return 2 * s * b * h
     return s * b * h * (10 + 24 / tp + 5 * a * s / (h * tp))
+
+
+def ring_bytes(n_bytes, world):
+    r"""Bytes each rank sends in a ring all-reduce of ``n_bytes`` over ``world`` ranks: :math:`2 (W-1)/W \cdot n`."""
+    _check("world", world)
+    return 2 * (world - 1) / world * n_bytes
+
+
+def dp_bytes_per_step(n_params, dp, tp=1, pp=1, grad_bytes=2, zero=0):
+    """Bytes each rank sends per step for the gradients of its ``n_params / (tp pp)`` parameters over ``dp``
+    replicas: one all-reduce (ZeRO 0-2: a reduce-scatter and an all-gather, the same volume; ZeRO-3: 1.5 times)."""
+    volume = ring_bytes(n_params / (tp * pp) * grad_bytes, dp)
+    return volume * (1.5 if zero == 3 else 1.0)
+
+
+def tp_bytes_per_layer(s, b, h, tp, act_bytes=2, recompute=False):
+    """Bytes each rank sends per layer and micro-batch under tensor parallelism: four all-reduces of the
+    (s, b, h) activations (two forward, two backward), six when the forward pass is recomputed."""
+    return (6 if recompute else 4) * ring_bytes(s * b * h * act_bytes, tp)

@@ -47,3 +47,13 @@ def test_activation_formula():
     # tensor parallelism splits all but the 10 sbh of the LayerNorm inputs, dropout masks and the block inputs
     t8 = sharding.activation_bytes_per_layer(s, b, h, a, tp=8)
     assert t8 == pytest.approx(sbh * 10 + (24 * sbh + 5 * a * s * s * b) / 8)
+
+
+def test_communication_volumes():
+    assert sharding.ring_bytes(1000, 2) == 1000 and sharding.ring_bytes(1000, 4) == 1500
+    assert sharding.ring_bytes(1000, 1) == 0                                   # alone: nothing to send
+    # ZeRO-3 gathers the weights twice and reduce-scatters the gradients: 3 (W-1)/W, 1.5 x data parallelism
+    assert sharding.dp_bytes_per_step(8e9, 64, zero=3) == 1.5 * sharding.dp_bytes_per_step(8e9, 64)
+    # tensor parallelism: 4 all-reduces of s b h activations per layer, 6 with recomputation (the forward again)
+    assert sharding.tp_bytes_per_layer(2048, 1, 12288, 8) == 4 * 1.75 * 2048 * 12288 * 2
+    assert sharding.tp_bytes_per_layer(2048, 1, 12288, 8, recompute=True) == 6 * 1.75 * 2048 * 12288 * 2
