@@ -1,8 +1,9 @@
 """Mixed precision on one run: the tiny config trained in fp32, fp16 (dynamic loss scaling) and bf16 (emulated).
 
 The same seed, data and schedule for the three; only ``--precision`` differs (``reference/training/precision.py``
-says what is rounded where). Recorded: the training-loss curves, the gradient norms, the validation losses, the loss scaler's events,
-and the seconds per step (NumPy's float16 has no BLAS matmul, so fp16 is slow here; that is NumPy, not fp16).
+says what is rounded where). Recorded: the training-loss curves, the gradient norms, the validation losses, the loss
+scaler's events, and the seconds per step (NumPy's float16 has no BLAS matmul, so fp16 is slow here; that is NumPy,
+not fp16).
 """
 import json
 import os

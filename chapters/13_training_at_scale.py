@@ -120,8 +120,8 @@ glue("master_moved", f"{w32[0]:.4f}")
 
 # %% [markdown]
 # The bfloat16 weight stays at {{bf16_stuck}} (the bfloat16 number nearest 0.02) forever; the master copy reaches
-# {{master_moved}}, and the 16-bit copy the model computes with follows it. (Chapter 1 showed the same with torch's own bfloat16; 13.8 trains with
-# both formats.)
+# {{master_moved}}, and the 16-bit copy the model computes with follows it. (Chapter 1 showed the same with torch's
+# own bfloat16; 13.8 trains with both formats.)
 #
 # ## 13.2 Dividing the bill: ZeRO, tensor and pipeline parallelism
 #
@@ -156,8 +156,9 @@ schemes = {  # name: keyword arguments of sharding.state_bytes
 }
 per_device = {name: sharding.state_bytes(N, "mixed", **kw) for name, kw in schemes.items()}
 for name, parts in per_device.items():
-    print(f"{name.replace(chr(10), ' '):28} {parts['total'] / GB:8.1f} GB per device  (weights {parts['weights'] / GB:6.1f}, "
-          f"grads {parts['grads'] / GB:6.1f}, optimizer {parts['optimizer'] / GB:6.1f})")
+    print(f"{name.replace(chr(10), ' '):28} {parts['total'] / GB:8.1f} GB per device  "
+          f"(weights {parts['weights'] / GB:6.1f}, grads {parts['grads'] / GB:6.1f}, "
+          f"optimizer {parts['optimizer'] / GB:6.1f})")
 
 device = 80e9
 print(f"\nfewest devices of {device / GB:.0f} GB that hold GPT-3's states (activations aside):")
@@ -309,8 +310,9 @@ assert worst < 1e-5 and equal["recomputation"][2]
 # batches of `--batch-size`, 4 there against 8, so it averages other windows.) The last column is what each rank
 # keeps of Adam's moments: {{one_bytes}} bytes in one process, {{zero_bytes}} per
 # rank with ZeRO-1 (half), {{tp_bytes}} with tensor parallelism (half of each block's split matrices; the embeddings,
-# the LayerNorms and the output biases, {{tp_whole_share}} of this tiny model, are whole on both ranks). Every run wrote one checkpoint in the full format, whatever the
-# split: a tensor-parallel checkpoint resumes in one process, or on any number of ranks (tested).
+# the LayerNorms and the output biases, {{tp_whole_share}} of this tiny model, are whole on both ranks). Every run
+# wrote one checkpoint in the full format, whatever the split: a tensor-parallel checkpoint resumes in one process,
+# or on any number of ranks (tested).
 #
 # ## 13.4 The all-reduce: $2(N-1)/N$ times the gradient bytes
 #
@@ -365,7 +367,8 @@ ax1.loglog(n, [r["formula"] for r in live], "-", color="C0", alpha=0.5, label="2
 n4 = np.array([r["bytes"] for r in rec4])
 ax1.loglog(n4, [r["sent_per_rank"] for r in rec4], "s", color="C1", label="recorded (bench), 4 ranks")
 ax1.loglog(n4, [r["formula"] for r in rec4], "-", color="C1", alpha=0.5, label="2(N-1)/N n, N = 4")
-ax1.set(xlabel="array size n (bytes)", ylabel="bytes sent per rank", title="All-reduce volume on gloo vs the ring formula")
+ax1.set(xlabel="array size n (bytes)", ylabel="bytes sent per rank",
+        title="All-reduce volume on gloo vs the ring formula")
 ax2.semilogx(n, [r["sent_over_formula"] for r in live], "o-", color="C0", label="2 ranks, now")
 ax2.semilogx(n4, [r["sent_over_formula"] for r in rec4], "s-", color="C1", label="4 ranks, recorded")
 ax2.axhline(1.0, color="black", lw=0.8)
@@ -528,8 +531,8 @@ with threadpool_limits(1), _threads.using(1):
 print(machine_load())
 bench_rc = json.loads((ROOT / "bench" / "results" / "recompute.json").read_text(encoding="utf-8"))
 for r in bench_rc["results"]["shapes"]:
-    print(f"recorded by `python -m bench.run recompute` on {bench_rc['date']}: {r['name']}: {r['time_ratio']:.2f}x time, "
-          f"{r['peak_ratio']:.2f}x memory (load {r['load_average_1min']['before']})")
+    print(f"recorded by `python -m bench.run recompute` on {bench_rc['date']}: {r['name']}: "
+          f"{r['time_ratio']:.2f}x time, {r['peak_ratio']:.2f}x memory (load {r['load_average_1min']['before']})")
 glue("rc_time", f"{timing[0]['recomputed'] / timing[0]['stored']:.2f}x")
 
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -719,10 +722,10 @@ glue("bk_16", f"{check['fp16', 'fp16', 'bk']:.0e}")
 # which Adam's $\epsilon = 10^{-8}$ damps, float16 round-off of {{bk_16}}, which Adam, dividing each gradient by
 # its own running size, turns into full-size steps. That bias cannot change the loss. The other parameters differ
 # by less (at most {{chk_other}}): rounding differences that every update carries into the next. After {{p_agree}}
-# steps they had put the float16 run where the next batch's loss is steep, and the float32 run's parameters are not. A spike like this is a property of the
-# trajectory, which rounding perturbs; it is why large runs log the loss scale's events and keep checkpoints to go
-# back to (PaLM's training was restarted before its spikes, skipping the batches that preceded them: Chowdhery et
-# al. 2022).
+# steps they had put the float16 run where the next batch's loss is steep, and the float32 run's parameters are
+# not. A spike like this is a property of the trajectory, which rounding perturbs; it is why large runs log the loss
+# scale's events and keep checkpoints to go back to (PaLM's training was restarted before its spikes, skipping the
+# batches that preceded them: Chowdhery et al. 2022).
 #
 # ## 13.9 What was measured here, and what was computed
 #

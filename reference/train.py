@@ -51,8 +51,8 @@ from reference import tokenizers
 from reference.inference import decoding
 from reference.models import gpt
 from reference.ops import cross_entropy
-from reference.training import (checkpoint, data, data_parallel, distributed, memory, optim, precision, recompute,
-                                 run_dir, tensor_parallel, trained, zero)
+from reference.training import (blockwise, checkpoint, data, data_parallel, distributed, memory, optim, precision,
+                                 recompute, run_dir, tensor_parallel, trained, zero)
 
 # Named configurations. "small" is the default: char-level, 850 k parameters, 800 steps of 16 x 128 characters.
 # Measured: validation loss 1.72 nats per character, in 15 min on 2 CPU cores that 5-10 other jobs were sharing
@@ -156,8 +156,9 @@ def model_config(run, vocab_size):
     return trained.gpt_config(run, vocab_size)
 
 
-def validate(run, tp=1):
-    """Every check that needs no data: raises ConfigError naming the bad setting (``tp``: the ``--tp`` flag)."""
+def validate(run, tp=1, recompute=False):
+    """Every check that needs no data: raises ConfigError naming the bad setting (``tp``, ``recompute``: the
+    ``--tp`` and ``--recompute`` flags)."""
     for key in ("d_model", "n_layer", "n_head", "block_size", "batch_size", "steps", "eval_interval", "grad_accum"):
         if not isinstance(run[key], int) or run[key] < 1:
             raise ConfigError(f"{key.replace('_', '-')}: expected a positive integer, got {run[key]!r}")
@@ -175,6 +176,8 @@ def validate(run, tp=1):
         config = model_config(run, vocab_size=1)
         if tp > 1:
             tensor_parallel.check(config, tp)
+        if recompute:
+            blockwise.require_gpt2(config, "--recompute")
         data_parallel.check_batch(run["batch_size"], world // tp)
     except ValueError as err:
         raise ConfigError(str(err)) from err
@@ -335,7 +338,7 @@ def prepare(args):
         run = resumed_run(args, resumed.run)
     else:
         run = make_run(args)
-    validate(run, args.tp)
+    validate(run, args.tp, args.recompute)
     first = resumed.step if resumed else 0
     if first >= run["steps"]:
         raise ConfigError(f"--resume {args.resume} is at step {first}, and the run has --steps {run['steps']}: "
