@@ -8,6 +8,8 @@ Measured here: each rank's ``wchar`` in ``/proc/self/io`` (the bytes the process
 how gloo's TCP transport sends) before and after the all-reduces, so the volume is counted, not assumed; and the
 time of one all-reduce (the slowest rank's, median of the repeats), on W processes of this machine over loopback.
 Run it with ``python -m bench.run comm`` (or ``python -m bench.comm``); it launches ``torchrun`` for each W itself.
+One measurement alone (chapter 13 does this): ``torchrun --standalone --nproc_per_node=2 -m bench.comm --child
+--sizes 1024 1048576 --repeats 3`` prints rank 0's rows as one JSON line.
 """
 import argparse
 import json
@@ -108,8 +110,12 @@ def _child(argv):
     ap = argparse.ArgumentParser()
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--sizes", type=int, nargs="+", help="float32 elements per all-reduce (default: FULL or QUICK)")
+    ap.add_argument("--repeats", type=int)
     args = ap.parse_args(argv)
-    rank, rows = measure(**(QUICK if args.quick else FULL))
+    cfg = dict(QUICK if args.quick else FULL)
+    cfg.update({k: v for k, v in (("sizes", args.sizes), ("repeats", args.repeats)) if v is not None})
+    rank, rows = measure(**cfg)
     if rank == 0:
         print(json.dumps(rows), flush=True)
 

@@ -1,8 +1,9 @@
 """Mixed precision on one run: the tiny config trained in fp32, fp16 (dynamic loss scaling) and bf16 (emulated).
 
 The same seed, data and schedule for the three; only ``--precision`` differs (``reference/training/precision.py``
-says what is rounded where). Recorded: the training-loss curves, the validation losses, the loss scaler's events,
-and the seconds per step (NumPy's float16 has no BLAS matmul, so fp16 is slow here; that is NumPy, not fp16).
+says what is rounded where). Recorded: the training-loss curves, the gradient norms, the validation losses, the loss
+scaler's events, and the seconds per step (NumPy's float16 has no BLAS matmul, so fp16 is slow here; that is NumPy,
+not fp16).
 """
 import json
 import os
@@ -31,6 +32,7 @@ def run(quick=False):
                         "--precision", name, "--no-progress", "--out", str(out), "--figure", str(out / "loss.png")])
             log = json.loads((out / "log.json").read_text(encoding="utf-8"))
             result["runs"][name] = {"train_loss": [row[1] for row in log["train"]], "val": log["val"],
+                                    "grad_norm": [row[3] for row in log["train"]],
                                     "loss_scale_events": log.get("loss_scale", []),
                                     "seconds_per_step": round(log["train_seconds"] / cfg["steps"], 4),
                                     "wall_s": round(time.perf_counter() - t0, 1)}

@@ -15,7 +15,7 @@ import platform
 import time
 from pathlib import Path
 
-MODULES = ["ops", "kernels", "kernels_modern", "train", "decode", "summarize", "comm", "precision"]
+MODULES = ["ops", "kernels", "kernels_modern", "train", "decode", "summarize", "comm", "precision", "recompute"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -17,20 +17,23 @@ The map (folder, what it holds, the chapter that explains it):
                    ``bert`` (MiniLM encoder), ``classifier``, ``logreg``, ``linear_svm``
 ``tokenizers/``    characters with byte fallback, byte-level BPE, BERT's WordPiece; ``hf``     ch. 2, 4, 8
                    writes the first two as Hugging Face ``tokenizer.json``
-``training/``      corpus and batches (``data``), ``init``, ``optim`` (AdamW, schedules,       ch. 2, 5
+``training/``      corpus and batches (``data``), ``init``, ``optim`` (AdamW, schedules,       ch. 2, 5, 13
                    clipping), ``checkpoint``, the text-classification tasks (``textcls``), the
                    digit-reversal task of the encoder-decoder (``seq2seq``); for the command:
                    ``run_dir`` (lock, path checks, signals), ``memory`` (estimate), ``trained``
                    (a checkpoint read back as a model); at scale: ``precision`` (fp16/bf16 on
                    float32 masters), ``data_parallel`` (and gradient accumulation), ``zero``
-                   (sharded AdamW state), ``distributed``
+                   (sharded AdamW state), ``recompute`` (activation recomputation),
+                   ``tensor_parallel`` (Megatron's f and g), ``blockwise`` (the GPT with its
+                   blocks as functions), ``distributed``
 ``inference/``     ``decoding`` (KV cache, greedy, sampling, beam search), ``summarizer``      ch. 4, 8
 ``compression/``   ``quantize``, ``qat``, ``prune``, ``distill``                               ch. 3
-``studies/``       ``counting`` (parameters, FLOPs, memory), ``scaling_law`` (timed runs and   ch. 1, 4, 9, 11
-                   the power-law fit), ``depth`` (gradients through deep stacks),
+``studies/``       ``counting`` (parameters, FLOPs, memory), ``scaling_law`` (timed runs and   ch. 1, 4, 9, 11,
+                   the power-law fit), ``depth`` (gradients through deep stacks),              13
                    ``attention_heads`` (what a trained GPT's heads attend to),
                    ``regularisation`` (LayerNorm and dropout against overfitting),
-                   ``pipeline`` (GPipe and 1F1B schedules simulated)
+                   ``pipeline`` (GPipe and 1F1B schedules simulated), ``sharding`` (what
+                   ZeRO, tensor and pipeline parallelism leave on a device; traffic)
 =================  ==========================================================================  ==============
 
 Shared helpers: ``tree`` (nested parameter trees and their flat ``{"blocks.0.attn.Wq": W}`` view), ``gradcheck``

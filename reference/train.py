@@ -22,13 +22,17 @@ checks every setting, the paths it will write (``--out``, ``--figure``) and the 
 fresh run into a folder that holds a checkpoint (``--resume`` it, or ``--overwrite``), and it locks the folder so
 that a second run into it is refused while the first one runs. Every refusal is one line and exit status 2.
 
-Training at scale (``reference/training/``: ``precision``, ``data_parallel``, ``zero``, ``distributed``):
-``--precision fp16|bf16`` computes in 16 bits on float32 master weights; ``--grad-accum K`` makes one update of
-K batches; under ``torchrun`` the ranks share each batch (data parallel, ``--batch-size`` stays the global batch)
-and ``--zero 1`` shards the AdamW state over them; rank 0 alone writes. After ``torchrun --max-restarts`` restarts
-the group, the ranks resume from the run's last checkpoint::
+Training at scale (``reference/training/``: ``precision``, ``data_parallel``, ``zero``, ``recompute``,
+``tensor_parallel``, ``distributed``): ``--precision fp16|bf16`` computes in 16 bits on float32 master weights;
+``--grad-accum K`` makes one update of K batches; ``--recompute`` keeps only each block's input and recomputes the
+block in the backward pass; under ``torchrun`` the ranks share each batch (data parallel, ``--batch-size`` stays the
+global batch), ``--zero 1`` shards the AdamW state over them, and ``--tp N`` splits every block's heads and hidden
+units over N ranks (the world is then W/N data-parallel replicas of N ranks); rank 0 alone writes, and checkpoints
+hold the full model whatever the split. After ``torchrun --max-restarts`` restarts the group, the ranks resume from
+the run's last checkpoint::
 
     torchrun --standalone --nproc_per_node=2 -m reference.train --config tiny --zero 1
+    torchrun --standalone --nproc_per_node=4 -m reference.train --config tiny --tp 2 --recompute
 
 On a machine shared with other jobs, run with ``OPENBLAS_NUM_THREADS=1``: multi-threaded BLAS threads that wait
 for each other on busy cores made a step of the small config 10x slower than one thread did.
@@ -47,7 +51,8 @@ from reference import tokenizers
 from reference.inference import decoding
 from reference.models import gpt
 from reference.ops import cross_entropy
-from reference.training import checkpoint, data, data_parallel, distributed, memory, optim, precision, run_dir, trained, zero
+from reference.training import (blockwise, checkpoint, data, data_parallel, distributed, memory, optim, precision,
+                                 recompute, run_dir, tensor_parallel, trained, zero)
 
 # Named configurations. "small" is the default: char-level, 850 k parameters, 800 steps of 16 x 128 characters.
 # Measured: validation loss 1.72 nats per character, in 15 min on 2 CPU cores that 5-10 other jobs were sharing
@@ -104,6 +109,10 @@ def parse_args(argv=None):
     ap.add_argument("--grad-accum", type=int, help="micro-batches of --batch-size per update (default 1)")
     ap.add_argument("--zero", type=int, choices=(0, 1), default=0,
                     help="1: shard the AdamW state over the data-parallel ranks (ZeRO stage 1)")
+    ap.add_argument("--tp", type=int, default=1,
+                    help="tensor-parallel ranks per model (Megatron): heads and FFN units split over them (default 1)")
+    ap.add_argument("--recompute", action="store_true",
+                    help="keep only each block's input; recompute the block in the backward pass (less memory)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar (logs, tests)")
     return ap.parse_args(argv)
 
@@ -147,8 +156,9 @@ def model_config(run, vocab_size):
     return trained.gpt_config(run, vocab_size)
 
 
-def validate(run):
-    """Every check that needs no data: raises ConfigError naming the bad setting."""
+def validate(run, tp=1, recompute=False):
+    """Every check that needs no data: raises ConfigError naming the bad setting (``tp``, ``recompute``: the
+    ``--tp`` and ``--recompute`` flags)."""
     for key in ("d_model", "n_layer", "n_head", "block_size", "batch_size", "steps", "eval_interval", "grad_accum"):
         if not isinstance(run[key], int) or run[key] < 1:
             raise ConfigError(f"{key.replace('_', '-')}: expected a positive integer, got {run[key]!r}")
@@ -158,9 +168,17 @@ def validate(run):
         raise ConfigError(f"seed: expected an integer >= 0, got {run['seed']!r}")
     if run["warmup"] > run["steps"]:           # a run shorter than its config's warm-up warms up over all of it
         run["warmup"] = run["steps"]
+    world = distributed.world_size()
+    if not isinstance(tp, int) or tp < 1 or world % tp:
+        raise ConfigError(f"--tp {tp}: the world of {world} rank(s) is not a multiple of it; launch a multiple of "
+                          f"{tp} ranks (torchrun --nproc_per_node={max(tp, 1)} ...)")
     try:
-        model_config(run, vocab_size=1)
-        data_parallel.check_batch(run["batch_size"], distributed.world_size())
+        config = model_config(run, vocab_size=1)
+        if tp > 1:
+            tensor_parallel.check(config, tp)
+        if recompute:
+            blockwise.require_gpt2(config, "--recompute")
+        data_parallel.check_batch(run["batch_size"], world // tp)
     except ValueError as err:
         raise ConfigError(str(err)) from err
 
@@ -261,18 +279,19 @@ def save(path, params, opt_state, step, run, tokenizer, rng, history, scaler=Non
     checkpoint.save(path, payload)
 
 
-def train_step(params, opt_state, config, run, x, y, step, scaler=None, zero_state=None):
+def train_step(params, opt_state, config, run, x, y, step, scaler=None, zero_state=None, blocks=None, owned=None):
     """One update: loss and gradients (in ``run["precision"]``) of this rank's rows of each micro-batch, averaged
     over micro-batches and ranks, global-norm clipping, AdamW at the scheduled learning rate (on this rank's shard
-    with ZeRO). fp16 (``scaler``): an overflow skips the update and halves the loss scale. Returns ``(loss, lr,
+    with ZeRO). fp16 (``scaler``): an overflow skips the update and halves the loss scale. ``blocks``: recomputed or
+    tensor-parallel blocks (``blockwise.Blocks``), ``owned``: the tensor-parallel norm's mask. Returns ``(loss, lr,
     grad_norm, event)``, ``event`` being the loss scaler's (or None)."""
     scale = scaler["scale"] if scaler is not None else 1.0
-    pad_to = distributed.world_size() if zero_state is not None else 1
+    pad_to = distributed.world_size("dp") if zero_state is not None else 1
     loss, flat = data_parallel.loss_and_grads(params, config, x, y, run["precision"], scale, run["grad_accum"],
-                                              pad_to)
+                                              pad_to, blocks)
     lr = optim.warmup_cosine(step, run["lr"], run["warmup"], run["steps"], min_lr=run["lr"] * run["min_lr_ratio"])
     hyper = dict(max_norm=run["grad_clip"], betas=tuple(run["betas"]), weight_decay=run["weight_decay"],
-                 skip_nonfinite=scaler is not None)
+                 skip_nonfinite=scaler is not None, owned=owned)
     if zero_state is None:
         grad_norm = data_parallel.update(params, flat, opt_state, lr, **hyper)
     else:
@@ -319,7 +338,7 @@ def prepare(args):
         run = resumed_run(args, resumed.run)
     else:
         run = make_run(args)
-    validate(run)
+    validate(run, args.tp, args.recompute)
     first = resumed.step if resumed else 0
     if first >= run["steps"]:
         raise ConfigError(f"--resume {args.resume} is at step {first}, and the run has --steps {run['steps']}: "
@@ -344,6 +363,7 @@ def main(argv=None):
     _resume_after_restart(args)
     try:
         run, resumed, out, figure = prepare(args)
+        distributed.init_groups(args.tp)                 # W/tp data-parallel x tp tensor-parallel ranks
         # Rank 0 alone writes the run folder, so it alone locks it and guards the checkpoint in it.
         with run_dir.RunLock(out) if is_main else contextlib.nullcontext():
             if is_main:
@@ -372,10 +392,18 @@ def _stop_agreed(stop):
     return bool(distributed.all_reduce(flag)[0] > 0)
 
 
-def _save(out, params, opt_state, zero_state, step, run, tokenizer, rng, history, scaler, is_main):
-    """Write the checkpoint on rank 0. Under ZeRO-1 the full optimizer state is gathered first: a collective that
-    every rank joins."""
+def _full(tree_, tp):
+    """The full parameters (or AdamW moments) from this rank's tensor-parallel shard: a collective under ``--tp``."""
+    return tensor_parallel.gather(tree_) if tp > 1 else tree_
+
+
+def _save(out, params, opt_state, zero_state, step, run, tokenizer, rng, history, scaler, is_main, tp=1):
+    """Write the checkpoint on rank 0, in the full format. Under ZeRO-1 the full optimizer state is gathered first,
+    under ``--tp`` the full model: collectives that every rank joins."""
     state = zero.full_state(params, zero_state) if zero_state is not None else opt_state
+    if tp > 1:
+        params = _full(params, tp)
+        state = {"step": state["step"], "m": _full(state["m"], tp), "v": _full(state["v"], tp)}
     if is_main:
         save(out / CHECKPOINT, params, state, step, run, tokenizer, rng, history, scaler)
 
@@ -398,15 +426,29 @@ def _train(args, run, resumed, out, figure, tokenizer, train_ids, val_ids, stop,
     if run["precision"] == "fp16":
         scaler = resumed.payload.get("loss_scale") if resumed is not None else None
         scaler = scaler or precision.scaler_init()
+    n_params = gpt.n_params(params)
+    tp, dp = args.tp, world // args.tp
+    blocks, owned = None, None
+    if tp > 1:                                           # this rank's shard of the model and of its moments
+        t = distributed.rank("tp")
+        params = tensor_parallel.shard(params, t, tp)
+        opt_state = {"step": opt_state["step"], "m": tensor_parallel.shard(opt_state["m"], t, tp),
+                     "v": tensor_parallel.shard(opt_state["v"], t, tp)}
+        blocks = tensor_parallel.BLOCKS
+        pad_to = dp if args.zero else 1
+        owned = tensor_parallel.owned_mask(params, -(-gpt.n_params(params) // pad_to) * pad_to)
+    if args.recompute:
+        blocks = recompute.recomputed(blocks)           # gpt's blocks (None) or the tensor-parallel ones
     zero_state = None
     if args.zero:
         zero_state = zero.init(params, opt_state)        # this rank's shard; the full state is dropped
         opt_state = None
     if is_main:
-        print(f"config {run['config']}: {gpt.n_params(params):,} parameters, {run['tokenizer']} tokenizer "
+        print(f"config {run['config']}: {n_params:,} parameters, {run['tokenizer']} tokenizer "
               f"(vocab {tokenizer.vocab_size}), {train_ids.size:,} training tokens; step {step} of {run['steps']}; "
-              f"{run['precision']}, {world} rank(s) x {run['batch_size'] // world} rows x {run['grad_accum']} "
-              f"micro-batch(es){', ZeRO-1' if args.zero else ''}", flush=True)
+              f"{run['precision']}, {dp} data-parallel x {tp} tensor-parallel rank(s) x {run['batch_size'] // dp} "
+              f"rows x {run['grad_accum']} micro-batch(es){', ZeRO-1' if args.zero else ''}"
+              f"{', recomputed blocks' if args.recompute else ''}", flush=True)
 
     from tqdm.auto import tqdm
 
@@ -420,7 +462,8 @@ def _train(args, run, resumed, out, figure, tokenizer, train_ids, val_ids, stop,
         n_steps += 1
         t0 = time.perf_counter()
         x, y = data.get_batch(train_ids, rows_per_step, run["block_size"], rng)    # the same on every rank
-        loss, lr, grad_norm, event = train_step(params, opt_state, config, run, x, y, step, scaler, zero_state)
+        loss, lr, grad_norm, event = train_step(params, opt_state, config, run, x, y, step, scaler, zero_state,
+                                                blocks, owned)
         dt = time.perf_counter() - t0
         skipped = scaler is not None and not math.isfinite(grad_norm)
         if event is not None:
@@ -437,28 +480,33 @@ def _train(args, run, resumed, out, figure, tokenizer, train_ids, val_ids, stop,
         tok_s = tokens_per_step / dt if tok_s is None else 0.9 * tok_s + 0.1 * tokens_per_step / dt   # smoothed
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}", lr=f"{lr:.2e}")
         evaluate_now = step % run["eval_interval"] == 0 or step == run["steps"]
-        if evaluate_now and is_main:
-            val = evaluate(params, config, val_ids, run)
-            history["val"].append([step, val])
-            bar.write(f"step {step}: train loss {loss:.4f}, validation loss {val:.4f}")
+        if evaluate_now:
+            full = _full(params, tp)                     # a collective under --tp
+            if is_main:
+                val = evaluate(full, config, val_ids, run)
+                history["val"].append([step, val])
+                bar.write(f"step {step}: train loss {loss:.4f}, validation loss {val:.4f}")
         if evaluate_now or step == last:
-            _save(out, params, opt_state, zero_state, step, run, tokenizer, rng, history, scaler, is_main)
+            _save(out, params, opt_state, zero_state, step, run, tokenizer, rng, history, scaler, is_main, tp)
             saved = step
     interrupted = stop.signal is not None and step < last
     if saved != step:                       # the last step before a signal was not saved yet
-        _save(out, params, opt_state, zero_state, step, run, tokenizer, rng, history, scaler, is_main)
+        _save(out, params, opt_state, zero_state, step, run, tokenizer, rng, history, scaler, is_main, tp)
     bar.close()
     opt_bytes = zero.optimizer_bytes(zero_state if args.zero else opt_state)
-    identical = data_parallel.replicas_agree(params)    # a collective: every rank holds the same bits?
+    comm = distributed.traffic()
+    params = _full(params, tp)
+    identical = data_parallel.replicas_agree(params, group="world")   # a collective: every rank the same bits?
     distributed.destroy()
     if not is_main:
         return
 
-    log = {"run": run, "step": step, "n_params": gpt.n_params(params), "vocab_size": tokenizer.vocab_size,
+    log = {"run": run, "step": step, "n_params": n_params, "vocab_size": tokenizer.vocab_size,
            "train_seconds": round(t_train, 2),
            "tokens_per_second": round(n_steps * tokens_per_step / t_train, 1) if n_steps else None,
-           "world_size": world, "batch_per_rank": run["batch_size"] // world, "zero": args.zero,
-           "optimizer_bytes_per_rank": opt_bytes, "replicas_identical": identical, **history}
+           "world_size": world, "tp": tp, "data_parallel": dp, "batch_per_rank": run["batch_size"] // dp,
+           "zero": args.zero, "recompute": args.recompute, "optimizer_bytes_per_rank": opt_bytes,
+           "replicas_identical": identical, "communication": comm, **history}
     if interrupted:
         log["stopped_by"] = stop.signal.name
     if step == run["steps"] and stop.signal is None:

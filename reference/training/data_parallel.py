@@ -26,6 +26,10 @@ update of one batch of K B rows. Together, for micro-batch k and rank r::
 
 The gradients travel as one flat float32 vector (all parameters end to end, ``FlatLayout``), so one step costs one
 all-reduce of N floats; ``zero.py`` shards that same vector.
+
+With tensor parallelism (``tensor_parallel.py``) the ranks of one replica hold different shards of the model: the
+rows above are split over the "dp" group (the replicas, ``distributed.init_groups``) and the gradients averaged
+over it, and the global norm adds the "tp" group's shares, each scalar counted once (``owned``).
 """
 import hashlib
 import math
@@ -82,14 +86,14 @@ def rank_rows(batch_size, rank, world_size):
     return slice(rank * per_rank, (rank + 1) * per_rank)
 
 
-def loss_and_grads(params, config, x, y, precision_name="fp32", scale=1.0, grad_accum=1, pad_to=1):
+def loss_and_grads(params, config, x, y, precision_name="fp32", scale=1.0, grad_accum=1, pad_to=1, blocks=None):
     """Mean loss and gradient of the global batch ``(x, y)`` (K B rows), this rank's share computed here.
 
     Parameters
     ----------
     params : the float32 master parameters
     x, y : int ndarrays (K B, T), the same on every rank
-    precision_name, scale : passed to ``precision.loss_and_grads``
+    precision_name, scale, blocks : passed to ``precision.loss_and_grads``
     grad_accum : K, the number of micro-batches
     pad_to : the flat gradient's length is rounded up to a multiple of this (ZeRO's shards); the padding is 0
 
@@ -100,37 +104,52 @@ def loss_and_grads(params, config, x, y, precision_name="fp32", scale=1.0, grad_
     flat : float32 (N padded,)
         The mean gradient of **this rank's rows** over the K micro-batches, not yet averaged over ranks.
     """
-    K, W = grad_accum, distributed.world_size()
+    K, W = grad_accum, distributed.world_size("dp")
     if x.shape[0] % K:
         raise ValueError(f"x: {x.shape[0]} rows cannot form grad_accum={K} equal micro-batches")
     B = x.shape[0] // K
-    rows = rank_rows(B, distributed.rank(), W)
+    rows = rank_rows(B, distributed.rank("dp"), W)
     layout = flat_layout(params)
     flat = np.zeros(-(-layout.size // pad_to) * pad_to, dtype=np.float32)   # (N padded,)
     buf = np.empty_like(flat)
     loss = 0.0
     for k in range(K):
         xk, yk = x[k * B:(k + 1) * B][rows], y[k * B:(k + 1) * B][rows]      # (B/W, T)
-        loss_k, grads_k = precision.loss_and_grads(params, config, xk, yk, precision_name, scale)
+        loss_k, grads_k = precision.loss_and_grads(params, config, xk, yk, precision_name, scale, blocks)
         loss += loss_k / K
         flat += to_flat(grads_k, layout, buf)
     if K > 1:
         flat /= np.float32(K)
-    loss = float(distributed.all_reduce(np.array([loss]), op="mean")[0])
+    loss = float(distributed.all_reduce(np.array([loss]), op="mean", group="dp")[0])
     return loss, flat
 
 
-def update(params, flat, opt_state, lr, max_norm, betas, weight_decay, skip_nonfinite=False):
+def global_norm(g, owned, group):
+    """The L2 norm of the model's gradient from this rank's part ``g`` (1-D): the sum over ``group`` of each rank's
+    sum of squares of the elements it ``owns`` (a 0/1 mask like ``g``, ``tensor_parallel.owned_mask``)."""
+    sq = float(np.vdot(g * owned, g))
+    return math.sqrt(distributed.all_reduce(np.array([sq]), group=group)[0])
+
+
+def update(params, flat, opt_state, lr, max_norm, betas, weight_decay, skip_nonfinite=False, owned=None):
     """Average the ranks' gradients (one all-reduce), clip them to ``max_norm``, and take one AdamW step, in place.
 
     Every rank holds the same mean gradient afterwards and applies the same update. With ``skip_nonfinite`` (fp16)
-    a gradient with inf or NaN is not applied. Returns the global gradient norm before clipping.
+    a gradient with inf or NaN is not applied. Under tensor parallelism ``owned`` is this rank's
+    ``tensor_parallel.owned_mask``, and the norm adds the "tp" group's shares. Returns the global gradient norm
+    before clipping.
     """
     layout = flat_layout(params)
-    distributed.all_reduce(flat, op="mean")                            # sum over ranks / W, in place
+    distributed.all_reduce(flat, op="mean", group="dp")                # sum over the replicas / D, in place
     grads = tree_view(flat, layout)
     with np.errstate(invalid="ignore" if skip_nonfinite else "warn"):   # fp16 overflow: inf * 0, then skipped
-        grads, grad_norm = optim.clip_grad_norm(grads, max_norm)
+        if owned is None:
+            grads, grad_norm = optim.clip_grad_norm(grads, max_norm)
+        else:
+            grad_norm = global_norm(flat, owned, "tp")
+            clip_coef = max_norm / (grad_norm + 1e-6)                  # optim.clip_grad_norm's rule
+            if not clip_coef >= 1.0:
+                flat *= clip_coef
     if skip_nonfinite and not math.isfinite(grad_norm):
         return grad_norm
     optim.adamw_step(params, grads, opt_state, lr, betas=betas, weight_decay=weight_decay,
@@ -138,11 +157,13 @@ def update(params, flat, opt_state, lr, max_norm, betas, weight_decay, skip_nonf
     return grad_norm
 
 
-def replicas_agree(params):
-    """True when every rank holds bit-identical parameters: their sha256 digests, all-gathered, are equal.
+def replicas_agree(params, group="dp"):
+    """True when every rank of ``group`` holds bit-identical ``params``: their sha256 digests, all-gathered, are
+    equal.
 
-    Data parallelism never sends parameters; the ranks stay equal because they apply the same update to the same
-    numbers. This checks it (a collective: every rank calls it)."""
+    Data parallelism never sends parameters; the replicas stay equal because they apply the same update to the
+    same numbers. This checks it (a collective: every rank calls it). Under tensor parallelism the replicas of one
+    shard form the "dp" group, and the ranks of the "tp" group hold the same whole parameters."""
     digest = hashlib.sha256(b"".join(a.tobytes() for a in tree.flatten(params).values())).digest()
-    digests = distributed.all_gather(np.frombuffer(digest, dtype=np.uint8).copy())   # (W, 32)
+    digests = distributed.all_gather(np.frombuffer(digest, dtype=np.uint8).copy(), group=group)   # (W, 32)
     return bool((digests == digests[0]).all())

@@ -29,9 +29,9 @@ What is rounded where (``loss_and_grads`` below)
 =================  ==========================================  ===============================================
 weights            masters cast to float16 (round to nearest)  masters rounded to bf16 values
 forward            every op in float16: each elementwise       every op in float32, on the bf16 weights;
-                   result is rounded to float16; a matmul      activations are not rounded (they will be at
-                   sums its products in float32 and rounds     each block's output once the model's blocks are
-                   its output (as tensor cores do)             separate calls)
+                   result is rounded to float16; a matmul      activations are not rounded (below)
+                   sums its products in float32 and rounds
+                   its output (as tensor cores do)
 logits             float16, then cast to float32               rounded to bf16
 loss, dlogits      cross-entropy and its gradient in float32   the same, and dlogits rounded to bf16
                    (as autocast does); dlogits x S cast to
@@ -42,6 +42,15 @@ gradients          float16, cast to float32, divided by S      rounded to bf16 (
 update             float32: clip, AdamW on the masters         the same
 =================  ==========================================  ===============================================
 
+Why the bf16 emulation leaves the activations alone, the residual stream between blocks included: under
+``torch.autocast(dtype=torch.bfloat16)``, the usual way to train on float32 masters, a matmul returns bf16, but
+LayerNorm, softmax and the loss run in float32, and the residual sum ``x + Attn(LN(x))`` of a float32 stream and a
+bf16 branch is float32 (type promotion): the stream stays float32 from the embedding to the head. Rounding it at
+block boundaries would model a model stored in bf16 (Megatron-LM's bf16 mode without ``fp32_residual_connection``),
+not autocast. What this emulation leaves out is the rounding of each matmul's output (Q, K, V, the FFN's hidden
+layer, the branch outputs), which would need rounding inside the ops. (``blockwise.py`` runs the blocks as separate
+calls, so the other choice, a stream rounded at block boundaries, would be one wrapper around ``blockwise.Blocks``.)
+
 NumPy has no bfloat16 type, so a bf16 value is stored as a float32 whose low 16 bits are zero: :func:`to_bf16`
 rounds to nearest, ties to even, exactly as torch converts float32 to bfloat16 (tested bit for bit); inf stays inf,
 a finite value that rounds past the largest bf16 (3.39e38) becomes inf, and NaN stays NaN. The arithmetic between
@@ -51,12 +60,14 @@ float16 needs no emulation: NumPy computes in it, slowly, since its float16 matm
 config's loss and gradients: 0.15 s against 0.007 s in float32, measured on an idle machine).
 """
 import math
+from functools import partial
 
 import numpy as np
 
 from reference import tree
 from reference.models import gpt
 from reference.ops import cross_entropy
+from reference.training import blockwise
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -97,7 +108,7 @@ def _map(fn, params):
     return tree.unflatten({name: fn(a) for name, a in tree.flatten(params).items()})
 
 
-def loss_and_grads(params, config, ids, targets, precision="fp32", scale=1.0):
+def loss_and_grads(params, config, ids, targets, precision="fp32", scale=1.0, blocks=None):
     """Mean cross-entropy and the float32 gradients of the master ``params``, computed in ``precision``.
 
     Parameters
@@ -109,6 +120,9 @@ def loss_and_grads(params, config, ids, targets, precision="fp32", scale=1.0):
     scale : float
         The loss scale S, fp16 only: the backward pass starts from S dL/dlogits, and the gradients returned are
         divided by S again. fp32 and bf16 need no scaling (their range is float32's) and take only 1.
+    blocks : ``blockwise.Blocks`` or None
+        What each block does (recomputed, tensor-parallel: ``reference/training/blockwise.py``); None: ``gpt``'s
+        own forward and backward.
 
     Returns
     -------
@@ -124,24 +138,30 @@ def loss_and_grads(params, config, ids, targets, precision="fp32", scale=1.0):
                          "activation 'gelu_tanh' (the GPT's default) or 'relu'")
     if precision != "fp16" and scale != 1.0:
         raise ValueError(f"scale: loss scaling is for fp16; {precision} takes scale 1, got {scale!r}")
+    if blocks is None:
+        forward, backward = gpt.forward, gpt.backward
+    else:
+        forward, backward = partial(blockwise.forward, blocks=blocks), blockwise.backward
     if precision == "fp32":
-        loss, grads = gpt.loss_and_grads(params, config, ids, targets)
-        return float(loss), grads
+        logits, cache = forward(params, config, ids)                     # as gpt.loss_and_grads
+        loss, ce_cache = cross_entropy.forward(logits, targets)
+        dlogits = cross_entropy.backward(np.ones((), dtype=logits.dtype), ce_cache)
+        return float(loss), backward(dlogits, cache)
     if precision == "fp16":
         with np.errstate(over="ignore", invalid="ignore"):   # an overflow is expected, detected, and skipped
             half = _map(lambda p: p.astype(np.float16), params)          # weights: master -> float16
-            logits, cache = gpt.forward(half, config, ids)               # (B, T, V) float16, every op in float16
+            logits, cache = forward(half, config, ids)                   # (B, T, V) float16, every op in float16
             loss, ce_cache = cross_entropy.forward(logits.astype(np.float32), targets)   # loss in float32
             dlogits = cross_entropy.backward(np.array(scale, dtype=np.float32), ce_cache)  # S dL/dlogits
-            grads = gpt.backward(dlogits.astype(np.float16), cache)      # backward in float16
+            grads = backward(dlogits.astype(np.float16), cache)          # backward in float16
         inv_scale = 1.0 / scale
         return float(loss), _map(lambda g: g.astype(np.float32) * np.float32(inv_scale), grads)
     # bf16, emulated: rounding at the points of the table above
     bf = _map(to_bf16, params)                                           # weights: master -> bf16 values
-    logits, cache = gpt.forward(bf, config, ids)                         # (B, T, V) float32 arithmetic
+    logits, cache = forward(bf, config, ids)                             # (B, T, V) float32 arithmetic
     loss, ce_cache = cross_entropy.forward(to_bf16(logits), targets)     # logits rounded; loss in float32
     dlogits = cross_entropy.backward(np.ones((), dtype=np.float32), ce_cache)
-    grads = gpt.backward(to_bf16(dlogits), cache)                        # float32 arithmetic
+    grads = backward(to_bf16(dlogits), cache)                            # float32 arithmetic
     return float(loss), _map(to_bf16, grads)                             # gradients rounded to bf16
 
 

@@ -18,6 +18,9 @@ AdamW works element by element, so shard r updated alone gives the numbers the f
 is handed to ``optim.adamw_step`` as a small tree of 1-D views, one per parameter that the shard overlaps; weight
 decay follows the parameter each piece belongs to. Checkpoints hold the full state (:func:`full_state` gathers it),
 so a run saved with ZeRO resumes without it, or on another number of ranks, and the other way round.
+
+Under tensor parallelism the shards are taken over the "dp" group (the replicas of one tensor-parallel shard of the
+model, ``distributed.init_groups``), and the norm of step 2 adds every rank's share, each scalar counted once.
 """
 import math
 
@@ -25,7 +28,7 @@ import numpy as np
 
 from reference import tree
 from reference.training import distributed, optim
-from reference.training.data_parallel import flat_layout, to_flat, tree_view
+from reference.training.data_parallel import flat_layout, global_norm, to_flat, tree_view
 
 
 def shard_range(size, rank, world_size):
@@ -52,8 +55,8 @@ def init(params, opt_state=None):
     dict ``{"step": int, "m": (S,) float32, "v": (S,) float32}``
     """
     layout = flat_layout(params)
-    lo, hi = shard_range(layout.size, distributed.rank(), distributed.world_size())
-    padded = (hi - lo) * distributed.world_size()        # W S
+    lo, hi = shard_range(layout.size, distributed.rank("dp"), distributed.world_size("dp"))
+    padded = (hi - lo) * distributed.world_size("dp")    # W S
     if opt_state is None:
         return {"step": 0, "m": np.zeros(hi - lo, np.float32), "v": np.zeros(hi - lo, np.float32)}
     m = to_flat(opt_state["m"], layout, np.zeros(padded, np.float32))
@@ -61,18 +64,22 @@ def init(params, opt_state=None):
     return {"step": int(opt_state["step"]), "m": m[lo:hi].copy(), "v": v[lo:hi].copy()}
 
 
-def update(params, flat, state, lr, max_norm, betas, weight_decay, skip_nonfinite=False):
+def update(params, flat, state, lr, max_norm, betas, weight_decay, skip_nonfinite=False, owned=None):
     """Steps 1-4 of the module docstring, in place on ``params`` and ``state``; ``flat`` is this rank's flat
     gradient (length a multiple of W). With ``skip_nonfinite`` (fp16) a non-finite gradient is not applied.
-    Returns the global gradient norm before clipping, as ``data_parallel.update`` does."""
+    ``owned``: under tensor parallelism, ``tensor_parallel.owned_mask`` of ``flat``. Returns the global gradient
+    norm before clipping, as ``data_parallel.update`` does."""
     layout = flat_layout(params)
-    W = distributed.world_size()
-    lo, hi = shard_range(layout.size, distributed.rank(), W)
+    W = distributed.world_size("dp")
+    lo, hi = shard_range(layout.size, distributed.rank("dp"), W)
     # 1. reduce-scatter: shard r of the mean gradient
-    g = distributed.reduce_scatter(flat)                 # (S,)
+    g = distributed.reduce_scatter(flat, group="dp")     # (S,)
     g /= np.float32(W)
-    # 2. global norm: the ranks' sums of squares, added
-    grad_norm = math.sqrt(distributed.all_reduce(np.array([float(np.vdot(g, g))]))[0])
+    # 2. global norm: the ranks' sums of squares, added (every rank's, each scalar once, under tensor parallelism)
+    if owned is None:
+        grad_norm = math.sqrt(distributed.all_reduce(np.array([float(np.vdot(g, g))]), group="dp")[0])
+    else:
+        grad_norm = global_norm(g, owned[lo:hi], "world")
     if skip_nonfinite and not math.isfinite(grad_norm):
         return grad_norm
     # 3. clip (optim.clip_grad_norm's rule) and AdamW on the shard
@@ -89,7 +96,7 @@ def update(params, flat, state, lr, max_norm, betas, weight_decay, skip_nonfinit
                      decay_mask=lambda name, _: decays[name])
     state["step"] = shard_state["step"]
     # 4. all-gather the updated shards into every rank's parameters
-    p = distributed.all_gather(np.ascontiguousarray(p[lo:hi])).reshape(-1)
+    p = distributed.all_gather(np.ascontiguousarray(p[lo:hi]), group="dp").reshape(-1)
     for name, new in tree.flatten(tree_view(p, layout)).items():
         full[name][...] = new
     return grad_norm
@@ -98,11 +105,11 @@ def update(params, flat, state, lr, max_norm, betas, weight_decay, skip_nonfinit
 def full_state(params, state):
     """The AdamW state of one process (``{"step", "m", "v"}``, trees like ``params``) gathered from the shards.
 
-    A collective: every rank must call it (rank 0 then writes it into the checkpoint).
+    A collective: every rank of the "dp" group must call it (rank 0 then writes it into the checkpoint).
     """
     layout = flat_layout(params)
-    m = distributed.all_gather(state["m"]).reshape(-1)
-    v = distributed.all_gather(state["v"]).reshape(-1)
+    m = distributed.all_gather(state["m"], group="dp").reshape(-1)
+    v = distributed.all_gather(state["v"], group="dp").reshape(-1)
     return {"step": state["step"], "m": tree_view(m, layout), "v": tree_view(v, layout)}
 
 
