@@ -295,7 +295,7 @@ class BlockCache(NamedTuple):
     ln1: tuple                                  # the norm caches (LayerNorm's or RMSNorm's)
     attn: AttentionSublayerCache
     ln2: tuple
-    ffn: tuple                                  # ffn.FfnCache, swiglu.Cache or moe.Cache
+    ffn: tuple                                  # ffn.FfnCache, swiglu.FastCache or moe.Cache
 
 
 def norm_forward(x, p, config):
@@ -411,7 +411,7 @@ def ffn_forward(h, p, config):
         b1, b2 = (p["b1"], p["b2"]) if config.bias else (None, None)
         return ffn.forward_fast(h, p["W1"], b1, p["W2"], b2, config.activation)
     if config.n_expert == 0:
-        return swiglu.forward(h, p["W_gate"], p["W_up"], p["W_down"])
+        return swiglu.forward_fast(h, p["W_gate"], p["W_up"], p["W_down"])
     return moe.forward(h, p["W_router"], p["W_gate"], p["W_up"], p["W_down"], config.top_k)
 
 
@@ -422,8 +422,8 @@ def ffn_backward(dy, cache, drouter=None):
         dh, dW1, db1, dW2, db2 = ffn.backward_fast(dy, cache)
         grads = {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
         return dh, {k: v for k, v in grads.items() if v is not None}
-    if isinstance(cache, swiglu.Cache):
-        dh, dW_gate, dW_up, dW_down = swiglu.backward(dy, cache)
+    if isinstance(cache, swiglu.FastCache):
+        dh, dW_gate, dW_up, dW_down = swiglu.backward_fast(dy, cache)
         return dh, {"W_gate": dW_gate, "W_up": dW_up, "W_down": dW_down}
     dh, dW_router, dW_gate, dW_up, dW_down = moe.backward(dy, cache, drouter)
     return dh, {"W_router": dW_router, "W_gate": dW_gate, "W_up": dW_up, "W_down": dW_down}

@@ -133,7 +133,8 @@ def loss_and_grads(params, config, ids, targets, precision="fp32", scale=1.0):
             logits, cache = gpt.forward(half, config, ids)               # (B, T, V) float16, every op in float16
             loss, ce_cache = cross_entropy.forward(logits.astype(np.float32), targets)   # loss in float32
             dlogits = cross_entropy.backward(np.array(scale, dtype=np.float32), ce_cache)  # S dL/dlogits
-            grads = gpt.backward(dlogits.astype(np.float16), cache)      # backward in float16
+            loss, d_aux = _with_aux(loss, cache, config, scale)          # MoE: + coef * load-balancing loss
+            grads = gpt.backward(dlogits.astype(np.float16), cache, d_aux)   # backward in float16
         inv_scale = 1.0 / scale
         return float(loss), _map(lambda g: g.astype(np.float32) * np.float32(inv_scale), grads)
     # bf16, emulated: rounding at the points of the table above
@@ -141,8 +142,17 @@ def loss_and_grads(params, config, ids, targets, precision="fp32", scale=1.0):
     logits, cache = gpt.forward(bf, config, ids)                         # (B, T, V) float32 arithmetic
     loss, ce_cache = cross_entropy.forward(to_bf16(logits), targets)     # logits rounded; loss in float32
     dlogits = cross_entropy.backward(np.ones((), dtype=np.float32), ce_cache)
-    grads = gpt.backward(to_bf16(dlogits), cache)                        # float32 arithmetic
+    loss, d_aux = _with_aux(loss, cache, config, 1.0)
+    grads = gpt.backward(to_bf16(dlogits), cache, d_aux)                 # float32 arithmetic
     return float(loss), _map(to_bf16, grads)                             # gradients rounded to bf16
+
+
+def _with_aux(loss, cache, config, scale):
+    """The loss plus a mixture of experts' ``aux_loss_coef`` times its load-balancing loss (as ``gpt.loss_and_grads``),
+    and the upstream gradient of that loss for ``gpt.backward``, times the loss scale. A dense model: ``(loss, 0)``."""
+    if cache.aux is None or not config.aux_loss_coef:
+        return loss, 0.0
+    return loss + np.float32(config.aux_loss_coef) * np.float32(gpt.aux_loss(cache)), config.aux_loss_coef * scale
 
 
 def all_finite(grads):
