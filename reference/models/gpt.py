@@ -726,12 +726,12 @@ def llama_config(hf_config):
 
     Refuses, naming the setting, what this decoder does not compute: RoPE scaling (Llama 3.1's ``llama3``, YaRN,
     ...), a ``head_dim`` other than ``hidden_size / num_attention_heads``, biases, an activation other than SiLU,
-    a sliding window (Mistral) shorter than the context.
+    a sliding window shorter than the context.
     """
     c = dict(hf_config)
     kind = c.get("model_type")
-    if kind not in ("llama", "mixtral", "mistral"):
-        raise ValueError(f"llama_config: model_type {kind!r}: expected 'llama', 'mistral' or 'mixtral'")
+    if kind not in ("llama", "mixtral"):
+        raise ValueError(f"llama_config: model_type {kind!r}: expected 'llama' or 'mixtral'")
     C, H = c["hidden_size"], c["num_attention_heads"]
     rope_params = c.get("rope_parameters") or c.get("rope_scaling") or {}
     rope_type = rope_params.get("rope_type", rope_params.get("type", "default"))
