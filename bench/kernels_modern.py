@@ -22,10 +22,10 @@ measured device-to-device copy:
   forward and 2.5x that backward (the same count as ``bench/kernels.py``).
 
 Liger-Kernel (``pip install liger-kernel``) is the reference point for the first three (it has no attention); where
-it is not installed its rows say so. Times are ``triton.testing.do_bench`` medians with 20th and 80th percentiles; backward is timed as
-``torch.autograd.grad`` of a kept graph. A provider that cannot run a shape is recorded with its error, not fatal.
-Writes ``figures/bench_kernels_modern.png``. (Separate from ``bench/kernels.py``, which times attention, LayerNorm
-and the FFN.)
+it is not installed its rows say so. Times are ``triton.testing.do_bench`` medians with 20th and 80th percentiles;
+backward is timed as ``torch.autograd.grad`` of a kept graph. A provider that cannot run a shape is recorded with its
+error, not fatal. Writes ``figures/bench_kernels_modern.png``. (Separate from ``bench/kernels.py``, which times
+attention with H_kv = H, LayerNorm and the FFN against issue 15's targets.)
 """
 import os
 import sys

@@ -49,7 +49,7 @@ _ACTIVATIONS = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
 _FROM_HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
 # what a GPTConfig must say to be written as each family (GPT-2 also needs learned positions, d_ff = 4 d_model and
 # n_kv_head = n_head)
-GPT2_BLOCK = dict(norm="layernorm", ffn="mlp", bias=True, tie_embeddings=True, n_expert=0)
+GPT2_BLOCK = dict(norm="layernorm", ffn="mlp", bias=True, tie_embeddings=True, n_expert=0, embed_scale=1.0)
 LLAMA_BLOCK = dict(norm="rmsnorm", positional="rope", ffn="swiglu", bias=False)
 
 

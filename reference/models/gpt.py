@@ -23,8 +23,10 @@ config              GPT-2 (default)                        Llama family
                                                            (Mixtral), load-balancing loss ``aux_loss_coef``
 ==================  =====================================  ===============================================
 
-plus ``bias`` (GPT-2's biases in the attention and MLP projections; Llama has none) and ``tie_embeddings`` (GPT-2
-reuses ``wte`` as the output head; Llama learns a separate ``lm_head`` (V, C), logits = N_f(x_L) lm_head^T).
+plus ``bias`` (GPT-2's biases in the attention and MLP projections; Llama has none), ``tie_embeddings`` (GPT-2
+reuses ``wte`` as the output head; Llama learns a separate ``lm_head`` (V, C), logits = N_f(x_L) lm_head^T) and
+``embed_scale`` (the 2017 paper multiplies the token embeddings by sqrt(d_model) before adding the sinusoids, its
+section 3.4: x_0 = s wte[ids] + P; GPT-2 and Llama use 1).
 
 Every equation lives in its own op (``embedding``, ``layernorm``, ``rmsnorm``, ``linear``, ``rope``, ``attention``,
 ``gqa``, ``ffn``, ``swiglu``, ``moe``; the model calls their fast variants where they exist); this file only wires
@@ -90,6 +92,7 @@ class GPTConfig:
     rope_theta: float = 10000.0                 # RoPE's base Theta (Hugging Face's rope_theta)
     bias: bool = True                           # biases in the attention and MLP projections
     tie_embeddings: bool = True                 # False: a separate lm_head (V, C)
+    embed_scale: float = 1.0                    # x_0 = embed_scale wte[ids] + P (the 2017 paper: sqrt(d_model))
     n_expert: int = 0                           # 0: dense; > 0: mixture of SwiGLU experts (needs ffn="swiglu")
     top_k: int = 2                              # experts per token
     aux_loss_coef: float = 0.0                  # weight of the load-balancing loss in loss_and_grads
@@ -104,7 +107,7 @@ class GPTConfig:
         check_choice("GPTConfig.activation", self.activation, tuple(activations.ACTIVATIONS))
         check_choice("GPTConfig.norm", self.norm, NORMS)
         check_choice("GPTConfig.ffn", self.ffn, FFNS)
-        for name in ("ln_eps", "rope_theta"):
+        for name in ("ln_eps", "rope_theta", "embed_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
                     or not (value > 0 and np.isfinite(value)):
@@ -531,6 +534,8 @@ def forward(params, config, ids, *, past=None, positions=None, mask=None):
         raise ValueError(f"past: expected {config.n_layer} layers of keys and values, got {len(past)}")
 
     tok, emb_cache = embedding.forward(ids, params["wte"])           # (B, T, C)
+    if config.embed_scale != 1:
+        tok *= dtype.type(config.embed_scale)                        # a fresh array: the lookup copied the rows
     if config.positional == "rope":
         x = tok                                                      # positions act inside attention
         rope_positions = positions
@@ -599,7 +604,8 @@ def backward(dlogits, cache, d_aux=0.0):
         block_grads.append(g)
     block_grads.reverse()
     # forward: x_0 = wte[ids] + P[positions]   (tied: the lookup's share of dwte adds to the head's)
-    dwte = embedding.backward(dx, cache.emb)                         # (V, C)
+    dtok = dx if config.embed_scale == 1 else dx * dx.dtype.type(config.embed_scale)   # x_0 = s wte[ids] + P
+    dwte = embedding.backward(dtok, cache.emb)                       # (V, C)
     if config.tie_embeddings:
         dhead += dwte
         dwte = dhead
@@ -862,10 +868,11 @@ def to_hf_llama(params, config):
     """Inverse of :func:`from_hf_llama` / :func:`from_hf_mixtral`: ``params`` -> numpy arrays keyed by
     ``LlamaForCausalLM`` (or, with experts, ``MixtralForCausalLM``) names, in the installed ``transformers``' layout.
     A tied head is left out (``tie_word_embeddings`` re-ties it on load)."""
-    if (config.norm, config.positional, config.ffn, config.bias) != ("rmsnorm", "rope", "swiglu", False):
-        raise ValueError(f"to_hf_llama: Llama is RMSNorm, RoPE, SwiGLU without biases; this config has "
-                         f"norm={config.norm!r}, positional={config.positional!r}, ffn={config.ffn!r}, "
-                         f"bias={config.bias}")
+    if (config.norm, config.positional, config.ffn, config.bias, config.embed_scale) != \
+            ("rmsnorm", "rope", "swiglu", False, 1):
+        raise ValueError(f"to_hf_llama: Llama is RMSNorm, RoPE, SwiGLU without biases or embedding scale; this config "
+                         f"has norm={config.norm!r}, positional={config.positional!r}, ffn={config.ffn!r}, "
+                         f"bias={config.bias}, embed_scale={config.embed_scale}")
     sd = {"model.embed_tokens.weight": params["wte"]}
     for i, p in enumerate(params["blocks"]):
         h = f"model.layers.{i}."

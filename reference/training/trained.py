@@ -29,8 +29,8 @@ class Trained(NamedTuple):
 
 # The architecture settings a run may carry (``reference.train``'s Llama and Mixtral configs); a run without them,
 # such as every checkpoint written before they existed, is GPT-2 (GPTConfig's defaults).
-ARCHITECTURE = ("norm", "ffn", "d_ff", "n_kv_head", "rope_theta", "bias", "tie_embeddings", "n_expert", "top_k",
-                "aux_loss_coef")
+ARCHITECTURE = ("norm", "ffn", "d_ff", "n_kv_head", "rope_theta", "bias", "tie_embeddings", "embed_scale", "n_expert",
+                "top_k", "aux_loss_coef")
 
 
 def gpt_config(run, vocab_size):

@@ -136,7 +136,8 @@ def test_each_switch_matches_finite_differences(rng):
     (every array: each head's and each bias's slice has entries in it), to stay within seconds."""
     base = dict(vocab_size=7, block_size=8, n_layer=2, n_head=4, d_model=8)
     for change in (dict(norm="rmsnorm"), dict(positional="rope"), dict(ffn="swiglu", d_ff=12), dict(n_kv_head=1),
-                   dict(tie_embeddings=False, bias=False)):
+                   dict(tie_embeddings=False, bias=False), dict(embed_scale=3.0),
+                   dict(embed_scale=2.0, positional="sinusoidal")):
         config = gpt.GPTConfig(**base, **change)
         params = perturbed(gpt.init_params(config, rng, dtype=np.float64), rng)
         ids, targets = rng.integers(0, 7, size=(2, 2, 6))
@@ -269,6 +270,7 @@ def test_mixture_of_experts_counts_active_parameters():
     (dict(rope_theta=0.0), ValueError, "rope_theta"),
     (dict(bias=1), TypeError, "bias"),
     (dict(aux_loss_coef=-1.0), ValueError, "aux_loss_coef"),
+    (dict(embed_scale=0.0), ValueError, "embed_scale"),
 ])
 def test_bad_config_raises(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -277,7 +279,8 @@ def test_bad_config_raises(kwargs, error, match):
 
 def test_unsupported_hugging_face_configs_are_refused():
     cfg = transformers.LlamaConfig(**HF_SIZES).to_dict()
-    for change, match in ((dict(rope_parameters={"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}), "rope_type"),
+    llama3_scaling = {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}
+    for change, match in ((dict(rope_parameters=llama3_scaling), "rope_type"),
                           (dict(head_dim=16), "head_dim"), (dict(attention_bias=True), "attention_bias"),
                           (dict(hidden_act="gelu"), "hidden_act"), (dict(model_type="gpt2"), "model_type")):
         with pytest.raises(ValueError, match=match):
