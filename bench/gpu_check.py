@@ -154,7 +154,6 @@ def _accuracy_modern(dev, dtype, eps, cases=ACCURACY_MODERN):
     import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
     import kernels
     from kernels.rope import rope_tables
@@ -200,8 +199,13 @@ def _accuracy_modern(dev, dtype, eps, cases=ACCURACY_MODERN):
         def flat(pair):
             return torch.cat([pair[0].reshape(-1), pair[1].reshape(-1)])
 
-        def hf(q, k):                       # Hugging Face's rotate-half, its tables in the inputs' dtype
-            return flat(apply_rotary_pos_emb(q, k, cos.to(q.dtype), sin.to(q.dtype)))
+        def rotate_half(x):
+            x1, x2 = x.chunk(2, dim=-1)
+            return torch.cat((-x2, x1), dim=-1)
+
+        def hf(q, k):                       # Hugging Face's apply_rotary_pos_emb, its tables in the inputs' dtype
+            c, s_ = cos.to(q.dtype), sin.to(q.dtype)
+            return flat((q * c + rotate_half(q) * s_, k * c + rotate_half(k) * s_))
 
         rows += _compare(("qk", "dq", "dk"), dict(op="rope", **c), _grads(
             lambda q, k: flat(kernels.rope(q, k, pos, 500000.0)), (q, k), dout), _grads(hf, (q, k), dout),

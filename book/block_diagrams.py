@@ -47,7 +47,7 @@ def llama():
     """The Llama block: pre-RMSNorm, RoPE inside attention, grouped-query K/V, SwiGLU (or experts), untied head."""
     s = [Step("tokens", "io"), Step("token embedding\n(no position added)", "embed", new=True),
          Step("RMSNorm", "norm", new=True, note="before the branch"),
-         Step("grouped-query attention, RoPE on q, k\nH query heads, H_kv < H K/V heads", "attn", new=True,
+         Step("grouped-query attention\nRoPE on q, k; H_kv < H K/V heads", "attn", new=True,
               note="K, V cache: H_kv heads"),
          Step("+", "add"), Step("RMSNorm", "norm", new=True, note="before the branch"),
          Step("SwiGLU: (silu(x Wg) * x Wu) Wd\nor top-k of E SwiGLU experts", "ffn", new=True,
