@@ -5,12 +5,15 @@
 Without CUDA (or without torch) it says so and exits 0. With CUDA (made for one H200 with Triton 3.6 and torch 2.11,
 from a cold compile cache), in order, saving as it goes:
 
-1. the native kernel tests (``pytest -m gpu tests/kernels``) with one autotune configuration per kernel
+1. the native kernel tests (``pytest -m gpu tests/kernels``: every test that runs a kernel on the ``cuda`` device of
+   ``tests/kernels/triton_checks.py``, the new kernels' included) with one autotune configuration per kernel
    (``LM_PRIMER_AUTOTUNE=0``, see ``kernels/_common.py``), spread over pytest-xdist workers; at the same time, one
    process per autotune configuration index compiles that configuration of every kernel at the benchmark shapes,
    so that step 2's autotuning finds its binaries in the cache (``TRITON_CACHE_DIR=build/triton-cache``);
 2. the autotuned bf16 kernels at benchmark shapes against float32 PyTorch on the same bf16 inputs, beside PyTorch's
-   own bf16 error there (gate: ours <= 2 x torch's + one bf16 epsilon, as in ``tests/kernels/triton_checks.py``);
+   own bf16 error there (gate: ours <= 2 x torch's + one bf16 epsilon, as in ``tests/kernels/triton_checks.py``):
+   attention, LayerNorm and the FFN, then today's decoder's (grouped-query attention, RMSNorm, RoPE, the SwiGLU
+   gate, ``ACCURACY_MODERN``);
 3. the benchmark subset ``bench.kernels.PROFILES["check"]``, rewriting ``bench/results/kernels.json`` after every row
    and stopping new rows at the budget's end;
 4. the ratios against issue 15's targets, printed and written with everything else to
@@ -42,6 +45,9 @@ WARM_ATTENTION = [dict(N=n, d=d, causal=c) for d in (64, 128) for n in (1024, 40
 ACCURACY_ATTENTION = [dict(B=4, H=32, N=4096, d=d, causal=c) for d in (64, 128) for c in (False, True)]
 ACCURACY_LAYERNORM = [dict(M=4096, N=1024), dict(M=4096, N=8192)]
 ACCURACY_FFN = [dict(M=8192, d=1024)]
+# today's decoder: the shapes of bench/kernels_modern.py (Llama 3 8B's heads and FFN width)
+ACCURACY_MODERN = {"gqa": [dict(B=4, H=32, H_kv=8, N=4096, d=128, causal=True)], "rmsnorm": [dict(M=4096, N=4096)],
+                   "rope": [dict(B=4, H=32, H_kv=8, T=4096, d=128)], "swiglu": [dict(M=4096, F=14336)]}
 
 
 def _log(msg):
@@ -133,6 +139,88 @@ def _compare(names, case, ours, torch_bf16, ref, eps):
     return rows
 
 
+def _grads(fn, inputs, dout):
+    """(output, *gradients of <output, dout> with respect to ``inputs``), on fresh leaves."""
+    import torch
+
+    inputs = [t.detach().clone().requires_grad_(True) for t in inputs]
+    out = fn(*inputs)
+    return (out.detach(), *torch.autograd.grad(out, inputs, dout.to(out.dtype)))
+
+
+def _accuracy_modern(dev, dtype, eps, cases=ACCURACY_MODERN):
+    """Today's decoder's kernels in ``dtype`` against torch in float32 on the same inputs, beside torch in ``dtype``:
+    the rows of :func:`_accuracy` (run on CPU tensors in the interpreter by the tests, with small ``cases``)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    import kernels
+    from kernels.rope import rope_tables
+
+    rows = []
+    for c in cases["gqa"]:
+        B, H, H_kv, N, d = c["B"], c["H"], c["H_kv"], c["N"], c["d"]
+        q, do = (torch.randn(B, H, N, d, device=dev, dtype=dtype) for _ in range(2))
+        k, v = (torch.randn(B, H_kv, N, d, device=dev, dtype=dtype) for _ in range(2))
+
+        def sdpa(q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=c["causal"], enable_gqa=True)
+
+        ours = _grads(lambda q, k, v: kernels.flash_attention(q, k, v, causal=c["causal"]), (q, k, v), do)
+        theirs = _grads(sdpa, (q, k, v), do)
+        ref = [torch.empty(t.shape, device=dev, dtype=torch.float32) for t in ours]
+        G = H // H_kv
+        for g in range(0, H_kv, 2):         # float32 math attention, 2 K/V heads (their 2 G query heads) at a time
+            sq, skv = (slice(None), slice(g * G, (g + 2) * G)), (slice(None), slice(g, g + 2))
+            with sdpa_kernel(SDPBackend.MATH):
+                part = _grads(sdpa, (q[sq].float(), k[skv].float(), v[skv].float()), do[sq].float())
+            for r, p, sl in zip(ref, part, (sq, sq, skv, skv)):
+                r[sl] = p
+        rows += _compare(("o", "dq", "dk", "dv"), dict(op="gqa", **c), ours, theirs, ref, eps)
+    for c in cases["rmsnorm"]:
+        x = torch.randn(c["M"], c["N"], device=dev, dtype=dtype) * 2 + 0.5
+        w, dy = torch.randn(c["N"], device=dev, dtype=dtype), torch.randn_like(x)
+
+        def eager(x, w):
+            return F.rms_norm(x, (c["N"],), w, 1e-6)
+
+        rows += _compare(("y", "dx", "dgamma"), dict(op="rmsnorm", **c), _grads(
+            lambda x, w: kernels.rms_norm(x, w, 1e-6), (x, w), dy), _grads(eager, (x, w), dy),
+            _grads(eager, (x.float(), w.float()), dy.float()), eps)
+    for c in cases["rope"]:
+        B, H, H_kv, T, d = c["B"], c["H"], c["H_kv"], c["T"], c["d"]
+        q, k = torch.randn(B, H, T, d, device=dev, dtype=dtype), torch.randn(B, H_kv, T, d, device=dev, dtype=dtype)
+        pos = torch.arange(T, device=dev)
+        half_cos, half_sin = rope_tables(pos[None], d, 500000.0)          # float32 (1, T, d/2)
+        cos, sin = (torch.cat([t, t], dim=-1) for t in (half_cos, half_sin))
+        dout = torch.randn((B * (H + H_kv) * T * d,), device=dev, dtype=dtype)
+
+        def flat(pair):
+            return torch.cat([pair[0].reshape(-1), pair[1].reshape(-1)])
+
+        def rotate_half(x):
+            x1, x2 = x.chunk(2, dim=-1)
+            return torch.cat((-x2, x1), dim=-1)
+
+        def hf(q, k):                       # Hugging Face's apply_rotary_pos_emb, its tables in the inputs' dtype
+            c, s_ = cos.to(q.dtype), sin.to(q.dtype)
+            return flat((q * c + rotate_half(q) * s_, k * c + rotate_half(k) * s_))
+
+        rows += _compare(("qk", "dq", "dk"), dict(op="rope", **c), _grads(
+            lambda q, k: flat(kernels.rope(q, k, pos, 500000.0)), (q, k), dout), _grads(hf, (q, k), dout),
+            _grads(hf, (q.float(), k.float()), dout.float()), eps)
+    for c in cases["swiglu"]:
+        a, b, dh = (torch.randn(c["M"], c["F"], device=dev, dtype=dtype) for _ in range(3))
+
+        def eager(a, b):
+            return F.silu(a) * b
+
+        rows += _compare(("h", "da", "db"), dict(op="swiglu", **c), _grads(kernels.swiglu_gate, (a, b), dh),
+                         _grads(eager, (a, b), dh), _grads(eager, (a.float(), b.float()), dh.float()), eps)
+    return rows
+
+
 def _accuracy():
     """The autotuned bf16 kernels at benchmark shapes vs float32 torch on the same inputs, beside torch's bf16."""
     import torch
@@ -146,20 +234,15 @@ def _accuracy():
     torch.manual_seed(0)
     rows = []
 
-    def grads(fn, inputs, dout):
-        inputs = [t.detach().clone().requires_grad_(True) for t in inputs]
-        out = fn(*inputs)
-        return (out.detach(), *torch.autograd.grad(out, inputs, dout.to(out.dtype)))
-
     for c in ACCURACY_ATTENTION:
         q, k, v, do = (torch.randn(c["B"], c["H"], c["N"], c["d"], device=dev, dtype=bf16) for _ in range(4))
-        ours = grads(lambda q, k, v: kernels.flash_attention(q, k, v, causal=c["causal"]), (q, k, v), do)
+        ours = _grads(lambda q, k, v: kernels.flash_attention(q, k, v, causal=c["causal"]), (q, k, v), do)
 
         def flash(q, k, v):
             with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
                 return F.scaled_dot_product_attention(q, k, v, is_causal=c["causal"])
 
-        theirs = grads(flash, (q, k, v), do)
+        theirs = _grads(flash, (q, k, v), do)
         ref = [torch.empty(t.shape, device=dev, dtype=torch.float32) for t in ours]
         for h in range(0, c["H"], 8):                # float32 math attention, 8 heads at a time (bounded memory)
             sl = (slice(None), slice(h, h + 8))
@@ -168,7 +251,7 @@ def _accuracy():
                 with sdpa_kernel(SDPBackend.MATH):
                     return F.scaled_dot_product_attention(q, k, v, is_causal=c["causal"])
 
-            part = grads(math_attn, (q[sl].float(), k[sl].float(), v[sl].float()), do[sl].float())
+            part = _grads(math_attn, (q[sl].float(), k[sl].float(), v[sl].float()), do[sl].float())
             for r, p in zip(ref, part):
                 r[sl] = p
         rows += _compare(("o", "dq", "dk", "dv"), dict(op="attention", **c), ours, theirs, ref, eps)
@@ -178,9 +261,9 @@ def _accuracy():
         x = torch.randn(c["M"], c["N"], device=dev, dtype=bf16) * 2 + 0.5
         w, b = torch.randn(c["N"], device=dev, dtype=bf16), torch.randn(c["N"], device=dev, dtype=bf16)
         dy = torch.randn_like(x)
-        ours = grads(kernels.layer_norm, (x, w, b), dy)
-        theirs = grads(lambda x, w, b: F.layer_norm(x, (c["N"],), w, b), (x, w, b), dy)
-        ref = grads(lambda x, w, b: F.layer_norm(x, (c["N"],), w, b), (x.float(), w.float(), b.float()), dy.float())
+        ours = _grads(kernels.layer_norm, (x, w, b), dy)
+        theirs = _grads(lambda x, w, b: F.layer_norm(x, (c["N"],), w, b), (x, w, b), dy)
+        ref = _grads(lambda x, w, b: F.layer_norm(x, (c["N"],), w, b), (x.float(), w.float(), b.float()), dy.float())
         rows += _compare(("y", "dx", "dgamma", "dbeta"), dict(op="layernorm", **c), ours, theirs, ref, eps)
     for c in ACCURACY_FFN:
         d, M = c["d"], c["M"]
@@ -193,11 +276,11 @@ def _accuracy():
         def eager(x, W1, b1, W2, b2):
             return F.linear(F.gelu(F.linear(x, W1.t(), b1), approximate="tanh"), W2.t(), b2)
 
-        ours = grads(lambda *t: kernels.fused_ffn(*t, activation="gelu_tanh"), (x, W1, b1, W2, b2), dy)
-        theirs = grads(eager, (x, W1, b1, W2, b2), dy)
-        ref = grads(eager, tuple(t.float() for t in (x, W1, b1, W2, b2)), dy.float())
+        ours = _grads(lambda *t: kernels.fused_ffn(*t, activation="gelu_tanh"), (x, W1, b1, W2, b2), dy)
+        theirs = _grads(eager, (x, W1, b1, W2, b2), dy)
+        ref = _grads(eager, tuple(t.float() for t in (x, W1, b1, W2, b2)), dy.float())
         rows += _compare(("y", "dx", "dW1", "db1", "dW2", "db2"), dict(op="ffn", **c), ours, theirs, ref, eps)
-    return rows
+    return rows + _accuracy_modern(dev, bf16, eps)
 
 
 def _phase_measure(out, deadline):
@@ -212,7 +295,8 @@ def _phase_measure(out, deadline):
         acc["error"] = f"{type(e).__name__}: {e}"
     _save(out, acc)
     for r in acc["rows"]:
-        print(f"accuracy {r['op']:<9} {r['tensor']:<6} " + " ".join(f"{k}={r[k]}" for k in ("N", "d", "causal", "M")
+        print(f"accuracy {r['op']:<9} {r['tensor']:<6} " + " ".join(f"{k}={r[k]}" for k in ("H_kv", "N", "T", "d",
+                                                                                            "causal", "M", "F")
                                                               if k in r)
               + f": ours {r['ours_max']:.2e} (rms {r['ours_rms']:.2e}), torch bf16 {r['torch_max']:.2e} "
                 f"(rms {r['torch_rms']:.2e}) {'ok' if r['ok'] else 'FAIL'}", flush=True)

@@ -1,4 +1,5 @@
-"""The Triton kernels of today's decoder (RMSNorm, RoPE, the SwiGLU gate) against PyTorch and Liger-Kernel on a GPU.
+"""The Triton kernels of today's decoder (RMSNorm, RoPE, the SwiGLU gate, grouped-query attention) against PyTorch and
+Liger-Kernel on a GPU.
 
     TRITON_INTERPRET=0 python -m bench.run kernels_modern          # the Makefile exports TRITON_INTERPRET=1 for tests
     TRITON_INTERPRET=0 python -m bench.run kernels_modern --quick
@@ -15,11 +16,16 @@ measured device-to-device copy:
 - the SwiGLU gate silu(a) * b, M in {4096, 16384}, F = 14336 (Llama 3 8B): ``kernels.swiglu_gate`` against
   ``F.silu(a) * b`` and Liger-Kernel's ``liger_swiglu``; 3 M F elements forward, 5 M F backward.
 
-Liger-Kernel (``pip install liger-kernel``) is the reference point for all three; where it is not installed its rows
-say so. Times are ``triton.testing.do_bench`` medians with 20th and 80th percentiles; backward is timed as
-``torch.autograd.grad`` of a kept graph. A provider that cannot run a shape is recorded with its error, not fatal.
-Writes ``figures/bench_kernels_modern.png``. (Separate from ``bench/kernels.py``, which times attention, LayerNorm
-and the FFN.)
+- grouped-query attention, B = 4, H = 32, H_kv = 8 (Llama 3 8B's heads), d = 128, causal, N in {1k, 4k}:
+  ``kernels.flash_attention`` with k and v of H_kv heads against ``F.scaled_dot_product_attention(enable_gqa=True)``
+  and against our own kernel on K/V repeated to H heads (what GQA saves), in TFLOP/s counting 4 B H N^2 d x 0.5
+  forward and 2.5x that backward (the same count as ``bench/kernels.py``).
+
+Liger-Kernel (``pip install liger-kernel``) is the reference point for the first three (it has no attention); where
+it is not installed its rows say so. Times are ``triton.testing.do_bench`` medians with 20th and 80th percentiles;
+backward is timed as ``torch.autograd.grad`` of a kept graph. A provider that cannot run a shape is recorded with its
+error, not fatal. Writes ``figures/bench_kernels_modern.png``. (Separate from ``bench/kernels.py``, which times
+attention with H_kv = H, LayerNorm and the FFN against issue 15's targets.)
 """
 import os
 import sys
@@ -33,11 +39,13 @@ FULL = {
     "rmsnorm": [dict(M=4096, N=n) for n in (1024, 4096, 8192, 16384)],
     "rope": [dict(B=4, H=32, H_kv=8, T=t, d=128) for t in (1024, 4096)],
     "swiglu": [dict(M=m, F=14336) for m in (4096, 16384)],
+    "gqa": [dict(B=4, H=32, H_kv=8, N=n, d=128, causal=True) for n in (1024, 4096)],
 }
 QUICK = {
     "rmsnorm": [dict(M=4096, N=4096)],
     "rope": [dict(B=4, H=32, H_kv=8, T=1024, d=128)],
     "swiglu": [dict(M=4096, F=14336)],
+    "gqa": [dict(B=4, H=32, H_kv=8, N=1024, d=128, causal=True)],
 }
 
 
@@ -179,6 +187,41 @@ def _swiglu(kernels, liger, bench, cases, device, dtype, copy_gbps):
     return rows
 
 
+def _gqa(kernels, liger, bench, cases, device, dtype, copy_gbps):
+    """Grouped-query attention in TFLOP/s: our kernel on H_kv K/V heads, torch's SDPA with ``enable_gqa``, and our
+    kernel on K/V repeated to H heads (multi-head attention on the same problem)."""
+    import torch
+    import torch.nn.functional as F
+
+    rows = []
+    for c in cases:
+        B, H, H_kv, N, d, causal = c["B"], c["H"], c["H_kv"], c["N"], c["d"], c["causal"]
+        flops = 4.0 * B * H * N * N * d * (0.5 if causal else 1.0)
+        q = torch.randn(B, H, N, d, device=device, dtype=dtype, requires_grad=True)
+        k, v = (torch.randn(B, H_kv, N, d, device=device, dtype=dtype, requires_grad=True) for _ in range(2))
+        k_rep, v_rep = (t.detach().repeat_interleave(H // H_kv, dim=1).requires_grad_(True) for t in (k, v))
+        providers = {"triton": (lambda q, k, v: kernels.flash_attention(q, k, v, causal=causal), (q, k, v)),
+                     "torch": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal,
+                                                                              enable_gqa=True), (q, k, v)),
+                     "triton_repeated_kv": (lambda q, k, v: kernels.flash_attention(q, k, v, causal=causal),
+                                            (q, k_rep, v_rep))}
+        row = dict(c)
+        for name, (fn, inputs) in providers.items():
+            # _fwd_bwd's rate with the FLOP count as the "bytes": GFLOP/s, kept as TFLOP/s
+            res = _fwd_bwd(bench, fn, inputs, flops, 2.5 * flops, None)
+            for entry in res.values():
+                if "gbps" in entry:
+                    entry["tflops"] = entry.pop("gbps") / 1e3
+            row[name] = res
+        rows.append(row)
+        print(f"gqa {c}: " + ", ".join(f"{n} fwd {row[n]['fwd'].get('tflops', float('nan')):.0f} bwd "
+                                       f"{row[n]['bwd'].get('tflops', float('nan')):.0f} TFLOP/s" for n in providers),
+              flush=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return rows
+
+
 def _summary(row, providers):
     def f(e):
         return f"{e['gbps']:.0f}" if "gbps" in e else "n/a"
@@ -193,25 +236,34 @@ def _figure(res, path=FIGURE):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    labels = {"rmsnorm": lambda r: f"N={r['N']}", "rope": lambda r: f"T={r['T']}", "swiglu": lambda r: f"M={r['M']}"}
+    labels = {"rmsnorm": lambda r: f"N={r['N']}", "rope": lambda r: f"T={r['T']}", "swiglu": lambda r: f"M={r['M']}",
+              "gqa": lambda r: f"N={r['N']}"}
     titles = {"rmsnorm": "RMSNorm (M = 4096)", "rope": "RoPE on q, k (B=4, H=32, H_kv=8, d=128)",
-              "swiglu": "SwiGLU gate (F = 14336)"}
-    providers = [("triton", "C0"), ("torch", "C1"), ("liger", "C2")]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
-    for ax, op in zip(axes, ("rmsnorm", "rope", "swiglu")):
+              "swiglu": "SwiGLU gate (F = 14336)", "gqa": "GQA attention (B=4, H=32, H_kv=8, d=128, causal)"}
+    ops = [op for op in ("rmsnorm", "rope", "swiglu", "gqa") if res.get(op)]
+    fig, axes = plt.subplots(1, len(ops), figsize=(5.7 * len(ops), 4.5), squeeze=False)
+    for ax, op in zip(axes[0], ops):
         cases = res[op]
+        if op == "gqa":      # compute-bound: TFLOP/s, our kernel on repeated K/V beside it
+            providers, key, ylabel = [("triton", "C0"), ("torch", "C1"), ("triton_repeated_kv", "C4")], "tflops", \
+                "TFLOP/s"
+        else:                # memory-bound: the share of a measured copy's bandwidth
+            providers, key, ylabel = [("triton", "C0"), ("torch", "C1"), ("liger", "C2")], "pct_of_copy", \
+                "% of measured copy bandwidth"
         xs = np.arange(len(cases))
         width = 0.8 / (2 * len(providers))
         i = 0
+        top = 0.0
         for direction, hatch in (("fwd", None), ("bwd", "//")):
             for name, color in providers:
-                vals = [r.get(name, {}).get(direction, {}).get("pct_of_copy", 0.0) for r in cases]
+                vals = [r.get(name, {}).get(direction, {}).get(key, 0.0) for r in cases]
+                top = max([top, *vals])
                 ax.bar(xs + (i - len(providers) + 0.5) * width, vals, width, color=color, hatch=hatch,
                        alpha=1.0 if direction == "fwd" else 0.6, label=f"{name} {direction}")
                 i += 1
         ax.set_xticks(xs, [labels[op](r) for r in cases])
-        ax.set(ylabel="% of measured copy bandwidth", title=titles[op], ylim=(0, 140))   # legend above 100 %
-        ax.legend(fontsize=7, ncol=2, loc="upper left")
+        ax.set(ylabel=ylabel, title=titles[op], ylim=(0, 140 if op != "gqa" else 1.4 * max(top, 1.0)))
+        ax.legend(fontsize=7, ncol=2, loc="upper left")      # the y range leaves the top 30 % to the legend
     fig.suptitle(f"Today's decoder kernels in Triton vs PyTorch and Liger-Kernel, bfloat16, on {res['device']} "
                  f"(0 = not run)")
     fig.tight_layout()
@@ -221,7 +273,8 @@ def _figure(res, path=FIGURE):
 
 
 def run(quick=False):
-    """The GPU sweep (about a minute on an H200; ``quick``: one shape per op), or ``{"skipped": ...}`` without CUDA."""
+    """The GPU sweep (about a minute on an H200, untimed since the GQA rows were added; ``quick``: one shape per op),
+    or ``{"skipped": ...}`` without CUDA."""
     import torch
 
     if not torch.cuda.is_available():
@@ -242,7 +295,7 @@ def run(quick=False):
            "timing": "triton.testing.do_bench median, 20th and 80th percentiles (ms); GB/s at the median"}
     copy = _copy_gbps(bench, device)
     res["copy"] = copy
-    for op, fn in (("rmsnorm", _rmsnorm), ("rope", _rope), ("swiglu", _swiglu)):
+    for op, fn in (("rmsnorm", _rmsnorm), ("rope", _rope), ("swiglu", _swiglu), ("gqa", _gqa)):
         res[op] = fn(kernels, liger, bench, cfg[op], device, dtype, copy.get("gbps"))
     _figure(res)
     res["figure"] = str(FIGURE.relative_to(ROOT))

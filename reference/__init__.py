@@ -8,13 +8,16 @@ checked against float64 finite differences and PyTorch in ``tests/``.
 The map (folder, what it holds, the chapter that explains it):
 
 =================  ==========================================================================  ==============
-``ops/``           one module per equation: linear, embedding, activations, softmax,           ch. 6, 7
+``ops/``           one module per equation: linear, embedding, activations, softmax,           ch. 6, 7, 12
                    cross_entropy, layernorm, positional, attention, multihead, ffn, dropout,
                    label_smoothing, and ``as_written``, ``as_written_parts`` (the material's
-                   printed formulas, whole and one error at a time, to show their errors)
-``models/``        blocks and models built from the ops: ``layers`` (encoder/decoder layer),   ch. 2, 5, 6, 8
-                   ``transformer`` (the 2017 encoder-decoder), ``gpt`` (decoder-only LM),
-                   ``bert`` (MiniLM encoder), ``classifier``, ``logreg``, ``linear_svm``
+                   printed formulas, whole and one error at a time, to show their errors);
+                   today's decoder: rmsnorm, rope, swiglu, gqa, moe
+``models/``        blocks and models built from the ops: ``layers`` (encoder/decoder layer),   ch. 2, 5, 6, 8,
+                   ``transformer`` (the 2017 encoder-decoder), ``gpt`` (decoder-only LM:       12
+                   GPT-2 and, by its config, the Llama family; Hugging Face's Llama and
+                   Mixtral read in), ``bert`` (MiniLM encoder), ``classifier``, ``logreg``,
+                   ``linear_svm``
 ``tokenizers/``    characters with byte fallback, byte-level BPE, BERT's WordPiece; ``hf``     ch. 2, 4, 8
                    writes the first two as Hugging Face ``tokenizer.json``
 ``training/``      corpus and batches (``data``), ``init``, ``optim`` (AdamW, schedules,       ch. 2, 5, 13
@@ -53,6 +56,7 @@ The commands, at the top level:
 - ``python -m reference.generate CHECKPOINT --prompt TEXT`` (also ``lm-primer-generate``): continue a prompt with a
   trained model, streamed;
 - ``python -m reference.export CHECKPOINT OUTDIR`` (also ``lm-primer-export``): the model and its tokenizer in the
-  Hugging Face format (GPT-2), which ``transformers`` loads; ``export.load_pretrained`` reads such a folder back;
+  Hugging Face format (GPT-2, Llama or Mixtral), which ``transformers`` loads; ``export.load_pretrained`` reads such a
+  folder back;
 - ``python -m reference.summarize FILE``: an extractive summary with the NumPy MiniLM.
 """

@@ -4,14 +4,16 @@
 
 writes a folder that ``transformers.AutoModelForCausalLM.from_pretrained("out/small-hf")`` loads offline:
 
-- ``model.safetensors``: the weights, written with the ``safetensors`` library (float32, GPT-2 parameter names);
-- ``config.json``: the architecture (``GPT2LMHeadModel``) and its shape;
+- ``model.safetensors``: the weights, written with the ``safetensors`` library (float32, the parameter names of the
+  architecture in the installed ``transformers``);
+- ``config.json``: the architecture (``GPT2LMHeadModel``, ``LlamaForCausalLM`` or ``MixtralForCausalLM``) and its
+  shape;
 - ``tokenizer.json`` and ``tokenizer_config.json``: the tokenizer the model was trained with, for
   ``tokenizers.Tokenizer.from_file`` and ``transformers.AutoTokenizer`` (``reference/tokenizers/hf.py``);
 - ``generation_config.json``: no special tokens (our tokenizers have none), so generation runs to its length.
 
-The GPT of ``reference/models/gpt.py`` *is* GPT-2's architecture (pre-LN blocks, learned positions, tanh GELU, tied
-head), so the export is a renaming (``gpt.to_hf_gpt2``); the tests hold the logits of the exported model equal to
+The GPT of ``reference/models/gpt.py`` with its default config *is* GPT-2's architecture (pre-LN blocks, learned
+positions, tanh GELU, tied head), so the export is a renaming (``gpt.to_hf_gpt2``); the tests hold the logits of the exported model equal to
 ours, and its greedy ``generate`` equal to ``decoding.generate``. A model with sinusoidal positions has no GPT-2
 equivalent and is refused.
 
@@ -19,9 +21,12 @@ The other way, :func:`load_pretrained` reads a Hugging Face GPT-2 folder (``conf
 or shards listed in ``model.safetensors.index.json``) into ``(params, config)``, so that a model trained anywhere
 can be studied with the book's tools.
 
-Each architecture is one entry of :data:`FORMATS`: how to name its config and weights in both directions. GPT-2 is
-the only one today; a decoder with RMSNorm, RoPE and SwiGLU (Llama, Mixtral) is added by writing its pair of
-functions and registering them, with the command unchanged.
+Each architecture is one entry of :data:`FORMATS`: how to name its config and weights in both directions. Three are
+registered: GPT-2 (above), and the Llama block of chapter 12 (``--config llama-tiny`` / ``llama-small`` of
+``reference.train``: RMSNorm, RoPE, SwiGLU, grouped-query attention, no biases), written as ``LlamaForCausalLM``, or
+``MixtralForCausalLM`` when it has experts (``mixtral-tiny``), with ``gpt.to_hf_llama`` (a renaming plus the
+transposes of ``torch.nn.Linear``'s (out, in) weights). A config that mixes the two families (say GPT-2 with RoPE)
+has no Hugging Face architecture and is refused, naming the setting.
 """
 import argparse
 import dataclasses
@@ -42,6 +47,10 @@ PROG = "python -m reference.export"
 # GPT-2's activation names in transformers (ACT2FN) and ours
 _ACTIVATIONS = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
 _FROM_HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
+# what a GPTConfig must say to be written as each family (GPT-2 also needs learned positions, d_ff = 4 d_model and
+# n_kv_head = n_head)
+GPT2_BLOCK = dict(norm="layernorm", ffn="mlp", bias=True, tie_embeddings=True, n_expert=0, embed_scale=1.0)
+LLAMA_BLOCK = dict(norm="rmsnorm", positional="rope", ffn="swiglu", bias=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -53,6 +62,11 @@ def gpt2_to_hf(params, config):
     if config.positional != "learned":
         raise ValueError(f"export: GPT-2 has learned positions; this model has positional={config.positional!r}, "
                          f"which no GPT-2 config can express")
+    gpt2 = dict(GPT2_BLOCK, d_ff=4 * config.d_model, n_kv_head=config.n_head)
+    other = {k: getattr(config, k) for k, v in gpt2.items() if getattr(config, k) != v}
+    if other:
+        raise ValueError(f"export: neither GPT-2 nor Llama expresses this model: it has GPT-2's learned positions but "
+                         f"{', '.join(f'{k}={v!r}' for k, v in other.items())}")
     hf_config = {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
         "vocab_size": config.vocab_size, "n_positions": config.block_size, "n_embd": config.d_model,
@@ -87,6 +101,23 @@ def gpt2_from_hf(state_dict, hf_config):
     return params, config
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Llama and Mixtral
+# ---------------------------------------------------------------------------------------------------------------
+
+def llama_to_hf(params, config):
+    """``(state_dict, config.json dict)`` of a Llama-block model: ``LlamaForCausalLM``, or ``MixtralForCausalLM``
+    with experts."""
+    return gpt.to_hf_llama(params, config), gpt.to_hf_llama_config(config, str(params["wte"].dtype))
+
+
+def llama_from_hf(state_dict, hf_config):
+    """``(params, GPTConfig)`` of a Llama or Mixtral state dict and its ``config.json`` dict."""
+    if hf_config.get("model_type") == "mixtral":
+        return gpt.from_hf_mixtral(state_dict, hf_config)
+    return gpt.from_hf_llama(state_dict, hf_config)
+
+
 class Format(NamedTuple):
     """How one architecture is written in Hugging Face's format, and read back."""
 
@@ -95,13 +126,19 @@ class Format(NamedTuple):
     from_hf: Callable          # (state_dict, config.json dict) -> (params, config)
 
 
-FORMATS = {"gpt2": Format(gpt2_to_hf, gpt2_check_config, gpt2_from_hf)}
+FORMATS = {"gpt2": Format(gpt2_to_hf, gpt2_check_config, gpt2_from_hf),
+           "llama": Format(llama_to_hf, gpt.llama_config, llama_from_hf),
+           "mixtral": Format(llama_to_hf, gpt.llama_config, llama_from_hf)}
 
 
 def _architecture(config):
-    if isinstance(config, gpt.GPTConfig):
-        return "gpt2"
-    raise TypeError(f"export: no Hugging Face format for a {type(config).__name__}; known: {sorted(FORMATS)}")
+    """The key of :data:`FORMATS` that writes ``config``: the Llama family when its block is Llama's, else GPT-2
+    (whose writer refuses, naming the setting, what GPT-2 cannot express)."""
+    if not isinstance(config, gpt.GPTConfig):
+        raise TypeError(f"export: no Hugging Face format for a {type(config).__name__}; known: {sorted(FORMATS)}")
+    if all(getattr(config, k) == v for k, v in LLAMA_BLOCK.items()):
+        return "mixtral" if config.n_expert else "llama"
+    return "gpt2"
 
 
 # ---------------------------------------------------------------------------------------------------------------

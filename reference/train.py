@@ -2,6 +2,7 @@
 
     python -m reference.train                       # the "small" config: char-level, a few minutes on 2 cores
     python -m reference.train --config medium       # byte-level BPE, bigger model
+    python -m reference.train --config llama-small  # the Llama block (RMSNorm, RoPE, SwiGLU, GQA): chapter 12
     python -m reference.train --steps 3000 --lr 1e-3 --out runs/mine
     python -m reference.train --resume runs/small/checkpoint.npz    # continue, bit-identically
 
@@ -67,6 +68,13 @@ CONFIGS = {
     "large": dict(tokenizer="bpe", bpe_vocab=4096, d_model=512, n_layer=8, n_head=8, block_size=256,
                   batch_size=32, lr=6e-4, steps=20000, warmup=500, eval_interval=500, eval_batches=40),
 }
+# Today's decoder (reference/models/gpt.py, chapter 12): "tiny" and "small" with the Llama block (RMSNorm, RoPE,
+# SwiGLU of about the MLP's parameters, 2 K/V heads for 4 query heads, no biases, an untied head), and a Mixtral
+# version of "tiny" (4 SwiGLU experts of half the width, 2 per token: the dense model's active parameters).
+LLAMA = dict(norm="rmsnorm", positional="rope", ffn="swiglu", n_kv_head=2, bias=False, tie_embeddings=False)
+CONFIGS["llama-tiny"] = dict(CONFIGS["tiny"], **LLAMA, d_ff=88)
+CONFIGS["llama-small"] = dict(CONFIGS["small"], **LLAMA, d_ff=344)
+CONFIGS["mixtral-tiny"] = dict(CONFIGS["tiny"], **LLAMA, d_ff=44, n_expert=4, top_k=2, aux_loss_coef=0.02)
 # Shared by every config (GPT-2 / nanoGPT practice).
 DEFAULTS = dict(bpe_vocab=1024, min_lr_ratio=0.1, weight_decay=0.1, betas=(0.9, 0.95), grad_clip=1.0, seed=0,
                 positional="learned", precision="fp32", grad_accum=1)

@@ -9,13 +9,14 @@ from reference.training import checkpoint
 TEXT = "In the beginning God created the heaven and the earth.\nAnd the earth was without form, and void.\n"
 
 
-def tiny_checkpoint(path, tokenizer=None, positional="learned", block_size=32, scale=0.5, seed=0):
+def tiny_checkpoint(path, tokenizer=None, positional=None, block_size=32, scale=0.5, seed=0, config="tiny", arch=None):
     """A checkpoint as ``reference.train`` writes it (the keys that a model needs), with random weights of std
     ``scale``: large enough that logits are peaked, so greedy decoding has clear winners (std 0.02 would leave
-    top-2 gaps at float32 round-off)."""
+    top-2 gaps at float32 round-off). ``config``: a named config of ``reference.train`` ("tiny", "llama-tiny",
+    ...); ``positional`` and ``arch`` (a dict of architecture settings) override it."""
     tokenizer = tokenizer or CharTokenizer.train(TEXT)
-    run = dict(train.DEFAULTS, **train.CONFIGS["tiny"], config="tiny")
-    run.update(block_size=block_size, positional=positional)
+    run = dict(train.DEFAULTS, **train.CONFIGS[config], config=config)
+    run.update(block_size=block_size, **({} if positional is None else {"positional": positional}), **(arch or {}))
     run["betas"] = list(run["betas"])
     config = train.model_config(run, tokenizer.vocab_size)
     rng = np.random.default_rng(seed)

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
-from reference import export
+from reference import export, tree
 from reference.inference import decoding
 from reference.models import gpt
 from reference.tokenizers import ByteBPE
@@ -119,3 +119,56 @@ def test_unsupported_models_and_folders_are_refused(tmp_path, capsys):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(ValueError, match="n_inner=16 is not supported"):
         export.load_pretrained(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The Llama block (and with experts, Mixtral): exported as LlamaForCausalLM / MixtralForCausalLM
+
+@pytest.fixture(scope="module", params=["llama-tiny", "mixtral-tiny"])
+def exported_llama(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export_llama")
+    params, config, tok = tiny_checkpoint(folder / "checkpoint.npz", config=request.param, scale=0.3)
+    assert export.main([str(folder / "checkpoint.npz"), str(folder / "hf")]) == 0
+    return params, config, tok, folder / "hf", AutoModelForCausalLM.from_pretrained(folder / "hf").eval()
+
+
+def test_llama_block_exports_as_llama_or_mixtral(exported_llama):
+    params, config, tok, folder, model = exported_llama
+    assert type(model).__name__ == ("MixtralForCausalLM" if config.n_expert else "LlamaForCausalLM")
+    assert model.config.num_key_value_heads == 2 and not model.config.tie_word_embeddings
+    ids = np.random.default_rng(0).integers(0, config.vocab_size, size=(3, config.block_size))
+    ours, _ = gpt.forward(params, config, ids)
+    with torch.no_grad():
+        theirs = model(torch.from_numpy(ids)).logits.numpy()
+    # float32 both sides; Hugging Face's RoPE angles are float32 (exact to ~2e-6 rad at positions < 32), and its
+    # RMSNorm and router run in float32 as ours do: measured ~1e-6 of the largest logit; a wrong piece moves 1e-2
+    np.testing.assert_allclose(theirs, ours, rtol=0, atol=2e-4 * np.abs(ours).max())
+    back, config_back = export.load_pretrained(folder)                       # and read back: the same weights
+    assert config_back == config
+    for k, a in tree.flatten(params).items():
+        np.testing.assert_array_equal(tree.flatten(back)[k], a)
+
+
+def test_greedy_generate_of_transformers_gives_our_tokens_llama(exported_llama):
+    params, config, tok, _, model = exported_llama
+    prompt = tok.encode("And the")
+    n = config.block_size - len(prompt)
+    ours = decoding.generate(params, config, [prompt], n, temperature=0)[0]
+    seq = np.array([prompt + ours[:-1]])
+    logits, _ = gpt.forward(params, config, seq)
+    top2 = np.sort(logits[0, len(prompt) - 1:], axis=-1)[:, -2:]
+    assert (top2[:, 1] - top2[:, 0]).min() > 1e-3          # no near-tie that float32 round-off could flip
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, pad_token_id=0)
+    assert out[0, len(prompt):].tolist() == ours
+
+
+def test_configs_of_neither_family_are_refused(tmp_path, capsys):
+    tiny_checkpoint(tmp_path / "mixed.npz", config="tiny", arch=dict(positional="rope"))
+    with pytest.raises(SystemExit):
+        export.main([str(tmp_path / "mixed.npz"), str(tmp_path / "out")])
+    assert "positional='rope'" in capsys.readouterr().err
+    tiny_checkpoint(tmp_path / "mixed2.npz", config="tiny", arch=dict(norm="rmsnorm"))
+    with pytest.raises(SystemExit):
+        export.main([str(tmp_path / "mixed2.npz"), str(tmp_path / "out")])
+    assert "neither GPT-2 nor Llama expresses this model" in capsys.readouterr().err

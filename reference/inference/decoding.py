@@ -27,7 +27,10 @@ column) with an ``attention_mask`` (False = padding). Two things make padded row
   prompts by their padding, a silent change of the model's input: a frequent bug in educational KV-cache code.)
   Padding tokens get position 0; their outputs are never used, and no real query attends to them.
 
-The per-row logits therefore equal ``gpt.forward`` run on that row's unpadded tokens alone.
+The per-row logits therefore equal ``gpt.forward`` run on that row's unpadded tokens alone. The same holds for
+every configuration of ``gpt.py``: with RoPE the per-row positions set each key's rotation (so cached keys are stored
+rotated, and a new query at position t rotates by t), and with grouped-query attention the cache holds only the
+n_kv_head heads of K and V (``gpt.kv_bytes_per_token``; ``tests/models/test_gpt_modern.py`` checks both).
 
 The cache is a plain value (:class:`KVCache`): :func:`forward_cached` returns a new one, built by concatenation,
 and never modifies the one it is given.
@@ -59,7 +62,7 @@ from reference.ops import attention, softmax
 class KVCache:
     """Keys and values of every past position, per layer, for a batch of B rows.
 
-    k, v : tuple of L arrays (B, H, T_past, d_k)
+    k, v : tuple of L arrays (B, n_kv_head, T_past, d_k); with RoPE the keys are stored rotated by their positions
     key_mask : (B, T_past) bool, False where the position is padding
     next_pos : (B,) int64, the position id the next real token of each row gets (its count of real tokens)
     """

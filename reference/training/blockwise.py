@@ -51,11 +51,12 @@ def require_gpt2(config, what):
     """Raise ValueError naming ``what`` if ``config`` is not a GPT-2-style ``gpt.GPTConfig`` (see the docstring)."""
     if not isinstance(config, gpt.GPTConfig):
         raise TypeError(f"{what}: expected a gpt.GPTConfig, got {type(config).__name__}")
+    resolved = {"d_ff": 4 * config.d_model, "n_kv_head": config.n_head}   # what GPTConfig fills in for None
     for field in dataclasses.fields(config):
         if field.name in GPT2_FIELDS:
             continue
         value = getattr(config, field.name)
-        if field.default is dataclasses.MISSING or value != field.default:
+        if value != resolved.get(field.name, field.default):
             raise ValueError(f"{what} supports the GPT-2 block only (LayerNorm, learned or sinusoidal positions, "
                              f"multi-head attention, GELU FFN); this config has {field.name}={value!r}")
 

@@ -140,20 +140,23 @@ def loss_and_grads(params, config, ids, targets, precision="fp32", scale=1.0, bl
         raise ValueError(f"scale: loss scaling is for fp16; {precision} takes scale 1, got {scale!r}")
     if blocks is None:
         forward, backward = gpt.forward, gpt.backward
-    else:
-        forward, backward = partial(blockwise.forward, blocks=blocks), blockwise.backward
+    else:                                       # blockwise runs dense GPT-2 blocks only: no auxiliary loss
+        forward = partial(blockwise.forward, blocks=blocks)
+        backward = lambda dlogits, cache, d_aux: blockwise.backward(dlogits, cache)   # noqa: E731
     if precision == "fp32":
         logits, cache = forward(params, config, ids)                     # as gpt.loss_and_grads
         loss, ce_cache = cross_entropy.forward(logits, targets)
         dlogits = cross_entropy.backward(np.ones((), dtype=logits.dtype), ce_cache)
-        return float(loss), backward(dlogits, cache)
+        loss, d_aux = _with_aux(loss, cache, config, 1.0)
+        return float(loss), backward(dlogits, cache, d_aux)
     if precision == "fp16":
         with np.errstate(over="ignore", invalid="ignore"):   # an overflow is expected, detected, and skipped
             half = _map(lambda p: p.astype(np.float16), params)          # weights: master -> float16
             logits, cache = forward(half, config, ids)                   # (B, T, V) float16, every op in float16
             loss, ce_cache = cross_entropy.forward(logits.astype(np.float32), targets)   # loss in float32
             dlogits = cross_entropy.backward(np.array(scale, dtype=np.float32), ce_cache)  # S dL/dlogits
-            grads = backward(dlogits.astype(np.float16), cache)          # backward in float16
+            loss, d_aux = _with_aux(loss, cache, config, scale)          # MoE: + coef * load-balancing loss
+            grads = backward(dlogits.astype(np.float16), cache, d_aux)   # backward in float16
         inv_scale = 1.0 / scale
         return float(loss), _map(lambda g: g.astype(np.float32) * np.float32(inv_scale), grads)
     # bf16, emulated: rounding at the points of the table above
@@ -161,8 +164,17 @@ def loss_and_grads(params, config, ids, targets, precision="fp32", scale=1.0, bl
     logits, cache = forward(bf, config, ids)                             # (B, T, V) float32 arithmetic
     loss, ce_cache = cross_entropy.forward(to_bf16(logits), targets)     # logits rounded; loss in float32
     dlogits = cross_entropy.backward(np.ones((), dtype=np.float32), ce_cache)
-    grads = backward(to_bf16(dlogits), cache)                            # float32 arithmetic
+    loss, d_aux = _with_aux(loss, cache, config, 1.0)
+    grads = backward(to_bf16(dlogits), cache, d_aux)                     # float32 arithmetic
     return float(loss), _map(to_bf16, grads)                             # gradients rounded to bf16
+
+
+def _with_aux(loss, cache, config, scale):
+    """The loss plus a mixture of experts' ``aux_loss_coef`` times its load-balancing loss (as ``gpt.loss_and_grads``),
+    and the upstream gradient of that loss for ``gpt.backward``, times the loss scale. A dense model: ``(loss, 0)``."""
+    if getattr(cache, "aux", None) is None or not config.aux_loss_coef:
+        return loss, 0.0
+    return loss + np.float32(config.aux_loss_coef) * np.float32(gpt.aux_loss(cache)), config.aux_loss_coef * scale
 
 
 def all_finite(grads):

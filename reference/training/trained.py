@@ -27,10 +27,17 @@ class Trained(NamedTuple):
     payload: dict              # the whole checkpoint (optimizer state, RNG, history, ...)
 
 
+# The architecture settings a run may carry (``reference.train``'s Llama and Mixtral configs); a run without them,
+# such as every checkpoint written before they existed, is GPT-2 (GPTConfig's defaults).
+ARCHITECTURE = ("norm", "ffn", "d_ff", "n_kv_head", "rope_theta", "bias", "tie_embeddings", "embed_scale", "n_expert",
+                "top_k", "aux_loss_coef")
+
+
 def gpt_config(run, vocab_size):
     """The ``GPTConfig`` of a run configuration (a dict of ``reference.train``) and a vocabulary size."""
     return gpt.GPTConfig(vocab_size=vocab_size, block_size=run["block_size"], n_layer=run["n_layer"],
-                         n_head=run["n_head"], d_model=run["d_model"], positional=run["positional"])
+                         n_head=run["n_head"], d_model=run["d_model"], positional=run["positional"],
+                         **{k: run[k] for k in ARCHITECTURE if k in run})
 
 
 def check_weights(payload, config, path):

@@ -94,3 +94,30 @@ def test_autotune_switch_rejects_what_it_cannot_use(value, monkeypatch):
 
 def test_autotune_buckets_are_powers_of_two_from_16():
     assert [_common.bucket(n) for n in (1, 16, 17, 1000, 1024, 1025, 16384)] == [16, 16, 32, 1024, 1024, 2048, 16384]
+
+
+def test_the_native_test_selection_covers_every_kernel():
+    """make gpu-check runs ``pytest -m gpu tests/kernels``: each kernel module must have tests under that marker
+    (they come from triton_checks.DEVICES), or a new kernel would go unchecked on the GPU."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "--collect-only", "-q", "tests/kernels",
+                           "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    files = {line.split("::")[0] for line in proc.stdout.splitlines() if "::" in line}
+    for module in sorted((ROOT / "kernels").glob("[!_]*.py")):
+        assert f"tests/kernels/test_{module.stem}_triton.py" in files, f"no -m gpu tests for kernels/{module.name}"
+
+
+def test_accuracy_of_the_modern_kernels_runs_in_the_interpreter():
+    """Step 2's rows for GQA attention, RMSNorm, RoPE and the SwiGLU gate, on CPU tensors in Triton's interpreter at
+    small shapes, in float32: every row is produced and passes its gate (on the GPU the same code runs in bf16)."""
+    if not _common.interpreting():
+        pytest.skip("CPU tensors need TRITON_INTERPRET=1")
+    cases = {"gqa": [dict(B=1, H=4, H_kv=2, N=24, d=16, causal=True)], "rmsnorm": [dict(M=8, N=40)],
+             "rope": [dict(B=1, H=4, H_kv=2, T=12, d=16)], "swiglu": [dict(M=8, F=40)]}
+    torch.manual_seed(0)
+    rows = gpu_check._accuracy_modern(torch.device("cpu"), torch.float32, torch.finfo(torch.bfloat16).eps, cases)
+    assert [(r["op"], r["tensor"]) for r in rows] == [
+        ("gqa", "o"), ("gqa", "dq"), ("gqa", "dk"), ("gqa", "dv"), ("rmsnorm", "y"), ("rmsnorm", "dx"),
+        ("rmsnorm", "dgamma"), ("rope", "qk"), ("rope", "dq"), ("rope", "dk"), ("swiglu", "h"), ("swiglu", "da"),
+        ("swiglu", "db")]
+    assert all(r["ok"] and r["ours_max"] < 1e-5 for r in rows), [r for r in rows if not r["ok"]]
