@@ -24,7 +24,8 @@ The map (folder, what it holds, the chapter that explains it):
                    (a checkpoint read back as a model); at scale: ``precision`` (fp16/bf16 on
                    float32 masters), ``data_parallel`` (and gradient accumulation), ``zero``
                    (sharded AdamW state), ``distributed``
-``inference/``     ``decoding`` (KV cache, greedy, sampling, beam search), ``summarizer``      ch. 4, 8
+``inference/``     ``decoding`` (KV cache, greedy, sampling, beam search), ``summarizer``,     ch. 4, 6, 8
+                   ``seq2seq`` (greedy decoding of the encoder-decoder)
 ``compression/``   ``quantize``, ``qat``, ``prune``, ``distill``                               ch. 3
 ``studies/``       ``counting`` (parameters, FLOPs, memory), ``scaling_law`` (timed runs and   ch. 1, 4, 9, 11
                    the power-law fit), ``depth`` (gradients through deep stacks),
