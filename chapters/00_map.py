@@ -20,7 +20,6 @@
 # | the corpus and the character tokenizer | `reference/training/data.py`, `reference/tokenizers/char.py`, `reference/train.py` (`build_data`) |
 
 # %%
-import matplotlib.pyplot as plt
 import numpy as np
 
 from book import QUICK, diagrams, savefig
@@ -51,7 +50,8 @@ savefig(fig, "map_gpt_block.png")
 # the whole source at once, a decoder that writes the target one token at a time and reads the encoder's output
 # ("memory") through cross-attention. The paper puts the LayerNorm *after* each residual sum (post-LN, "Add &
 # Norm"). The material's five steps of §3.3 have neither the residual connections nor a LayerNorm per sublayer
-# (chapter 6.7 and chapter 11 show what that costs). Chapter 6 derives and gradient-checks every box.
+# (chapter 6.7 and chapter 11 show what that costs). Chapter 6 derives and gradient-checks every box, then trains
+# the whole model to reverse strings of digits (6.10).
 
 # %%
 fig = diagrams.draw(diagrams.encoder_decoder())
@@ -131,7 +131,7 @@ concat = step("concat", out.transpose(0, 2, 1, 3).reshape(B, T, C), "heads side 
 y_attn = step("attn out", linear.forward(concat, a["Wo"], a["bo"])[0], "concat Wo + bo", "ops/linear.py")
 x1 = step("x1", x0 + y_attn, "x1 = x0 + attention   (residual)", "models/gpt.py")
 h2 = step("h2", layernorm.forward(x1, p["ln2"]["gamma"], p["ln2"]["beta"])[0], "h2 = LN2(x1)", "ops/layernorm.py")
-m = p["mlp"]
+m = p["ffn"]
 u = step("u", linear.forward(h2, m["W1"], m["b1"])[0], "u = h2 W1 + b1   (W1: C x 4C)", "ops/linear.py")
 g = step("GELU(u)", activations.gelu_forward(u, approximate="tanh")[0], "GELU, tanh form", "ops/activations.py")
 f = step("ffn out", linear.forward(g, m["W2"], m["b2"])[0], "GELU(u) W2 + b2   (W2: 4C x C)", "ops/linear.py")

@@ -25,7 +25,6 @@ positions :math:`i \ge 1` (position 0 can only attend to itself) and over the ba
 """
 import numpy as np
 
-from reference.models import gpt
 from reference.ops import attention, embedding, ffn, layernorm, multihead
 
 
@@ -52,7 +51,7 @@ def attention_weights(params, config, ids):
         weights.append(multihead.attention_probs(cache).copy())         # (B, H, T, T), not a view into the cache
         x = x + y
         h, _ = layernorm.forward(x, p["ln2"]["gamma"], p["ln2"]["beta"], eps=config.ln_eps)
-        m = p["mlp"]
+        m = p["ffn"]
         x = x + ffn.forward(h, m["W1"], m["b1"], m["W2"], m["b2"], activation=config.activation)[0]
     xf, _ = layernorm.forward(x, params["ln_f"]["gamma"], params["ln_f"]["beta"], eps=config.ln_eps)
     return weights, xf @ params["wte"].T

@@ -82,7 +82,7 @@ def forward(params, config, ids, p_drop=0.0, rng=None):
         a, c_d1 = drop(a)
         x = x + a                                                             # x += drop(MHA(LN1(x)))
         h, c_ln2 = norm(x, p.get("ln2"))
-        m = p["mlp"]
+        m = p["ffn"]
         f, c_ffn = ffn.forward(h, m["W1"], m["b1"], m["W2"], m["b2"], activation=config.activation)
         f, c_d2 = drop(f)
         x = x + f                                                             # x += drop(FFN(LN2(x)))
@@ -111,7 +111,7 @@ def backward(dlogits, cache):
         # forward: x = x + drop(FFN(LN2(x)))
         dh = dropout.backward(dx, c_d2)
         dh, dW1, db1, dW2, db2 = ffn.backward(dh, c_ffn)
-        g["mlp"] = {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
+        g["ffn"] = {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
         if c_ln2 is not None:
             dh, dg, db = layernorm.backward(dh, c_ln2)
             g["ln2"] = {"gamma": dg, "beta": db}

@@ -41,7 +41,7 @@ def test_gradients_match_finite_differences(use_layernorm, p_drop, rng):
     grads = tree.flatten(regularisation.backward(g, cache))
     flat = tree.flatten(params)
     assert ("ln_f.gamma" in flat) == use_layernorm
-    checked = ["wte", "wpe", "blocks.0.attn.Wq", "blocks.1.mlp.W2", "blocks.1.attn.bv"]
+    checked = ["wte", "wpe", "blocks.0.attn.Wq", "blocks.1.ffn.W2", "blocks.1.attn.bv"]
     checked += ["blocks.0.ln1.gamma", "ln_f.beta"] if use_layernorm else []
     for key in checked:
         # float64 central differences: a right gradient agrees to ~1e-8 (reference/gradcheck.py)
