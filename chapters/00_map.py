@@ -267,4 +267,5 @@ savefig(fig, "map_reading_order.png")
 # | 模型解释性和可解释性 | interpretability | | chapter 4 (attention maps of the trained GPT), chapter 8 | 9 |
 # | 数据隐私 | data privacy | | not measured | 9 |
 #
-# The chapters, in one line each: the [README](../README.md) lists them with the material's section each follows.
+# The chapters in one line each, with the section of the material that each follows, are listed in `README.md` at the
+# top of the repository.
