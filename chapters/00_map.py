@@ -20,7 +20,6 @@
 # | the corpus and the character tokenizer | `reference/training/data.py`, `reference/tokenizers/char.py`, `reference/train.py` (`build_data`) |
 
 # %%
-import matplotlib.pyplot as plt
 import numpy as np
 
 from book import QUICK, diagrams, savefig
@@ -51,7 +50,8 @@ savefig(fig, "map_gpt_block.png")
 # the whole source at once, a decoder that writes the target one token at a time and reads the encoder's output
 # ("memory") through cross-attention. The paper puts the LayerNorm *after* each residual sum (post-LN, "Add &
 # Norm"). The material's five steps of §3.3 have neither the residual connections nor a LayerNorm per sublayer
-# (chapter 6.7 and chapter 11 show what that costs). Chapter 6 derives and gradient-checks every box.
+# (chapter 6.7 and chapter 11 show what that costs). Chapter 6 derives and gradient-checks every box, then trains
+# the whole model to reverse strings of digits (6.10).
 
 # %%
 fig = diagrams.draw(diagrams.encoder_decoder())
@@ -267,4 +267,5 @@ savefig(fig, "map_reading_order.png")
 # | 模型解释性和可解释性 | interpretability | | chapter 4 (attention maps of the trained GPT), chapter 8 | 9 |
 # | 数据隐私 | data privacy | | not measured | 9 |
 #
-# The chapters, in one line each: the [README](../README.md) lists them with the material's section each follows.
+# The chapters in one line each, with the section of the material that each follows, are listed in `README.md` at the
+# top of the repository.

@@ -39,7 +39,7 @@ import time  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from book import QUICK, machine_load, savefig, trained_gpt  # noqa: E402
+from book import QUICK, glue, machine_load, savefig, trained_gpt  # noqa: E402
 from reference import tokenizers, train, tree  # noqa: E402
 from reference.inference import decoding as gen  # noqa: E402
 from reference.models import bert, gpt
@@ -525,8 +525,8 @@ fig.tight_layout()
 savefig(fig, "inference_attention_heads.png", dpi=90)     # 16 maps: a lower resolution keeps the PNG small
 
 # %% [markdown]
-# A map of one verse invites stories; numbers over many windows decide between them. For every head, over 32
-# windows of 128 characters of the validation text: the mean weight on the previous character, on the first
+# A map of one verse invites stories; numbers over many windows decide between them. For every head, over
+# {{heads_windows}} windows of {{heads_window_T}} characters of the validation text: the mean weight on the previous character, on the first
 # position of the window, on the query itself; how far back the head reads on average; the entropy of its rows
 # (against $\ln(i+1)$, the entropy of a uniform row); the weight on earlier copies of the query's own character and
 # on spaces, each beside the share of visible positions that hold one (what a head blind to content would give).
@@ -549,6 +549,35 @@ best = {c: np.unravel_index(table[c].argmax(), table[c].shape) for c in cols}
 for c in ("previous", "on_last_space", "same_token"):
     (l, h) = best[c]
     print(f"largest {c}: layer {l + 1}, head {h + 1} ({table[c][l, h]:.2f})")
+
+space_chance, same_chance = stats[0]["space_fraction"][0], stats[0]["same_token_chance"][0]
+ws = best["on_last_space"]                                               # the word-start head, (layer, head)
+space_ratio_last = table["on_spaces"][-1] / space_chance                 # the last layer's heads, against chance
+glue("heads_windows", str(windows.shape[0]))
+glue("heads_window_T", str(windows.shape[1]))
+glue("ws_layer", str(ws[0] + 1))
+glue("ws_head", str(ws[1] + 1))
+glue("ws_last_space", f"{table['on_last_space'][ws]:.2f}")
+glue("ws_spaces", f"{table['on_spaces'][ws]:.2f}")
+glue("space_chance", f"{space_chance:.2f}")
+glue("ws_entropy", f"{table['entropy'][ws]:.2f}")
+glue("uniform_entropy", f"{stats[0]['uniform_entropy'][0]:.2f}")
+glue("prev_max", f"{table['previous'].max():.2f}")
+glue("prev_layer", str(best["previous"][0] + 1))
+glue("prev_head", str(best["previous"][1] + 1))
+glue("l1_dist_min", f"{table['distance'][0].min():.0f}")
+glue("l1_dist_max", f"{table['distance'][0].max():.0f}")
+glue("l1_self_min", f"{table['self'][0].min():.2f}")
+glue("l1_self_max", f"{table['self'][0].max():.2f}")
+glue("same_max", f"{table['same_token'].max():.2f}")
+glue("same_chance", f"{same_chance:.2f}")
+glue("last_layer", str(L_))
+glue("last_dist_min", f"{table['distance'][-1].min():.0f}")
+glue("last_dist_max", f"{table['distance'][-1].max():.0f}")
+glue("last_space_ratio_min", f"{space_ratio_last.min():.2f}")
+glue("last_space_ratio_max", f"{space_ratio_last.max():.2f}")
+glue("first_max", f"{table['first'].max():.2f}")
+glue("gpt_steps", str(ckpt["step"]))
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
@@ -576,25 +605,27 @@ savefig(fig, "inference_head_statistics.png")
 # What the numbers say about this model (the full-mode notebook; quick mode trains a much smaller model whose
 # heads differ):
 #
-# - **A word-start head.** Head 4 of layer 2 puts about two thirds of its weight on the most recent space, the
-#   start of the word being written, and 0.86 on spaces in all, against 0.18 for a head blind to content. To
-#   predict the next letter of a word, where the word began is what a character model needs most, and this is the
-#   sharpest head of the model (the lowest entropy, 0.91 nats against 3.91 for a uniform row). The staircase in its
-#   map above is this: every character of a word reads the space before it.
-# - **No pure previous-token head.** The largest mean weight on the previous character is about a quarter (layer 1,
-#   head 3). Layer 1's heads are local, reading five to seven characters back on average, with a fifth or so of
-#   their weight on the query itself.
+# - **A word-start head.** Head {{ws_head}} of layer {{ws_layer}} puts {{ws_last_space}} of its weight on the most
+#   recent space, the start of the word being written, and {{ws_spaces}} on spaces in all, against
+#   {{space_chance}} for a head blind to content. To predict the next letter of a word, where the word began is what
+#   a character model needs most, and this is the sharpest head of the model (the lowest entropy, {{ws_entropy}}
+#   nats against {{uniform_entropy}} for a uniform row). The staircase in its map above is this: every character of
+#   a word reads the space before it.
+# - **No pure previous-token head.** The largest mean weight on the previous character is {{prev_max}} (layer
+#   {{prev_layer}}, head {{prev_head}}). Layer 1's heads are local, reading {{l1_dist_min}} to {{l1_dist_max}}
+#   characters back on average, with {{l1_self_min}} to {{l1_self_max}} of their weight on the query itself.
 # - **No copying.** Earlier occurrences of the query's own character get about what chance gives them (at most
-#   0.11 against 0.07): no head looks up where the current character last appeared and what followed it, the move
-#   that "induction heads" make in larger models (Olsson et al. 2022), though the verse's repeated "all things"
-#   would reward it.
-# - **Later layers read further and skip spaces.** The heads of layer 4 look 9 to 15 characters back on average
-#   and give spaces a sixth to two thirds of what chance gives them.
-# - **No attention sink yet.** No head parks its weight on the first position of the window (at most 0.02), the
-#   habit of larger, longer-trained models (chapter 8 measures BERT's heads on `[CLS]`).
+#   {{same_max}} against {{same_chance}}): no head looks up where the current character last appeared and what
+#   followed it, the move that "induction heads" make in larger models (Olsson et al. 2022), though the verse's
+#   repeated "all things" would reward it.
+# - **Later layers read further and skip spaces.** The heads of layer {{last_layer}} look {{last_dist_min}} to
+#   {{last_dist_max}} characters back on average and give spaces {{last_space_ratio_min}} to
+#   {{last_space_ratio_max}} times what chance gives them.
+# - **No attention sink yet.** No head parks its weight on the first position of the window (at most
+#   {{first_max}}), the habit of larger, longer-trained models (chapter 8 measures BERT's heads on `[CLS]`).
 #
-# These are correlations measured on one model after 800 steps, not a proof of what each head computes; removing a
-# head and measuring the loss (chapter 3 does it for MiniLM's heads) is the next step.
+# These are correlations measured on one model after {{gpt_steps}} steps, not a proof of what each head computes;
+# removing a head and measuring the loss (chapter 3 does it for MiniLM's heads) is the next step.
 
 # %%
 wl, wh = best["on_last_space"]
@@ -611,9 +642,9 @@ ax.set_title(f"layer {wl + 1}, head {wh + 1}: {table['on_last_space'][wl, wh]:.2
 fig.tight_layout()
 savefig(fig, "inference_word_start_head.png")
 if not QUICK:   # the claims above, on the model chapter 2 trains; quick mode's model is too small to hold them
-    assert (wl, wh) == (1, 3) and table["on_last_space"][wl, wh] > 3 * stats[0]["space_fraction"][0]
+    assert table["on_last_space"][wl, wh] > 3 * stats[0]["space_fraction"][0]
     assert table["entropy"][wl, wh] == table["entropy"].min()
-    assert table["previous"].max() < 0.5 and best["previous"][0] == 0
+    assert table["previous"].max() < 0.5
     assert table["same_token"].max() < 2 * stats[0]["same_token_chance"][0]
     assert table["distance"][-1].min() > table["distance"][0].max()
     assert np.all(table["on_spaces"][-1] < stats[0]["space_fraction"][0])

@@ -20,6 +20,7 @@
 # | the material's formulas exactly as printed | §3.2.3–§3.2.5 | `reference/ops/as_written.py` |
 # | the same with each error alone | §3.2.3, §3.2.5 | `reference/ops/as_written_parts.py` |
 # | the paper's regularisers: dropout, label smoothing | §3.1 item 4 | `reference/ops/dropout.py`, `reference/ops/label_smoothing.py` |
+# | the model trained: digit reversal, greedy decoding, the learned cross-attention | §3 | `reference/training/seq2seq.py`, `reference/inference/seq2seq.py` |
 #
 # Nothing below defines model maths of its own: every equation is computed by `reference/`, and the notebook only
 # calls it, checks it and draws it. The tests for the same equations live in `tests/test_<module>.py`.
@@ -28,7 +29,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from book import QUICK, savefig
+from book import QUICK, glue, savefig
 from reference.gradcheck import RTOL_FD, numerical_grad, rel_error
 from reference.models import layers, transformer
 from reference.ops import as_written, attention, ffn, layernorm, multihead, positional, softmax
@@ -440,6 +441,8 @@ for name, st in pe_stats.items():
 assert pe_stats["no_index_i"]["distinct_columns"] == 2 and pe_stats["no_index_i"]["closer_to_0_than_1"] > 0
 assert pe_stats["no_cos"]["relative_residual"] > 0.1 > pe_stats["paper"]["relative_residual"]
 assert pe_stats["power_2048"]["min"] >= 0 and pe_stats["power_2048"]["fraction_near_zero"] > 0.5
+glue("pe_no_i_closer", str(int(pe_stats["no_index_i"]["closer_to_0_than_1"])))
+glue("pe_n_pos", str(n_pos))
 
 fig, axes = plt.subplots(1, 4, figsize=(15, 3.4), sharey=True)
 for ax, name in zip(axes, ("paper", "no_index_i", "no_cos", "power_2048")):
@@ -454,9 +457,9 @@ savefig(fig, "transformer_pe_errors_alone.png")
 
 # %% [markdown]
 # Each error alone breaks something different. Without the index $i$ every pair of columns carries the same two
-# numbers (two distinct columns out of $d$): the code is a point on one circle, which it goes round every
-# $2\pi \cdot 10000^{2/d}$ positions, so dozens of positions land closer to position 0 than position 1 does.
-# Without the cosine, half the columns are copies and position 0 gets the all-zero code; worse, the code of
+# numbers (two distinct columns out of $d$): the code is a point on one circle, which it goes round every $2\pi \cdot
+# 10000^{2/d}$ positions, so {{pe_no_i_closer}} of the {{pe_n_pos}} positions land closer to position 0 than position
+# 1 does. Without the cosine, half the columns are copies and position 0 gets the all-zero code; worse, the code of
 # $pos + 1$ is no longer a linear function of the code of $pos$ (a sine alone cannot be rotated), which is the
 # property the paper chose sinusoids for. The power 2048 alone folds every value into $[0, 1]$, sets most of them to
 # about 0, and also destroys the linear relation; at this width the remaining spikes still tell the positions apart.
@@ -687,17 +690,16 @@ savefig(fig, "transformer_as_written_failures.png")
 # \text{pre-LN (GPT-2 and most models since)}: \ y = x + \operatorname{Sublayer}\big(\operatorname{LN}(x)\big).
 # $$
 #
-# **Backward.** The residual is an identity path: for $y = x + S(x)$,
-# $dx = dy + J_S^\top dy$. However small the sublayer's Jacobian $J_S$ is, the upstream gradient reaches $x$
-# unchanged through the first term. In pre-LN this holds from the output all the way down to the embeddings; in
-# post-LN each layer's LayerNorm sits on the path. That is often given as the reason deep post-LN stacks need a
-# learning-rate warm-up, but the measurement says otherwise: at initialisation the gradient that reaches the input of
-# a post-LN stack is as large as at its top (chapter 9.1, ratios 0.4 to 1.3 from 6 to 48 layers). What differs, as
-# Xiong et al. (2020) showed, is the gradient of the top layers' *parameters*: in post-LN it does not shrink as the
-# stack deepens, in pre-LN it falls like $1/\sqrt{L}$ (chapter 9.1 measures both), so the same learning rate moves a
-# deep post-LN model's top layers much further in its first steps, and a warm-up keeps those steps small.
-# `reference/models/layers.py` implements both (`norm="post"`, the default, or `"pre"`); in its backward the line
-# `dx = dr + ds_dx` is the residual's "+".
+# **Backward.** The residual is an identity path: for $y = x + S(x)$, $dx = dy + J_S^\top dy$. However small the
+# sublayer's Jacobian $J_S$ is, the upstream gradient reaches $x$ unchanged through the first term. In pre-LN this
+# holds from the output all the way down to the embeddings; in post-LN each layer's LayerNorm sits on the path. That
+# is often given as the reason deep post-LN stacks need a learning-rate warm-up, but the measurement says otherwise:
+# at initialisation the gradient that reaches the input of a post-LN stack is as large as at its top (chapter 9.1:
+# their ratio stays of order one from 6 to 48 layers). What differs, as Xiong et al. (2020) showed, is the gradient of
+# the top layers' *parameters*: in post-LN it does not shrink as the stack deepens, in pre-LN it falls like
+# $1/\sqrt{L}$ (chapter 9.1 measures both), so the same learning rate moves a deep post-LN model's top layers much
+# further in its first steps, and a warm-up keeps those steps small. `reference/models/layers.py` implements both
+# (`norm="post"`, the default, or `"pre"`); in its backward the line `dx = dr + ds_dx` is the residual's "+".
 #
 # What goes wrong without the residual path, in the forward pass already: at initialisation the attention
 # weights are spread over many keys, so an attention output is close to an *average* of the positions. Stack the
@@ -874,10 +876,282 @@ savefig(fig, "transformer_label_smoothing.png")
 # %% [markdown]
 # Plain cross-entropy keeps falling as the margin grows, so a model that can separate its training data is pushed
 # towards infinite logits; with $\epsilon = 0.1$ the loss has a minimum at a finite margin, $\ln\frac{1 - \epsilon +
-# \epsilon/V}{\epsilon/V}$, and rises beyond it. Chapter 11.1 measures what dropout does to a model that overfits.
+# \epsilon/V}{\epsilon/V}$, and rises beyond it. Chapter 11.1 measures what dropout does to a model that overfits;
+# 6.10 trains the paper's model with both.
 
 # %% [markdown]
-# ## 6.10 The errata of §3.1–§3.3 in one table
+# ## 6.10 The encoder–decoder, trained
+#
+# Every check so far holds the model still: one equation, one gradient. None of it shows the paper's architecture
+# doing what it was built for, reading one sequence and writing another. Here it does, on a task small enough for
+# two cores and whose answer can be seen: **reverse a string of digits**. Output token $t$ of a reversed string of
+# length $n$ is input token $n - 1 - t$, so a model that has learned the task should show it in its
+# cross-attention, the decoder's read of the encoder: an anti-diagonal.
+#
+# `reference/training/seq2seq.py` makes the data. Source and target share one vocabulary of 13 ids (padding, BOS,
+# EOS and the ten digits). The source ends in EOS; the decoder's input is the target shifted right behind a BOS, and
+# its label at each position is the next target token, EOS at the end: **teacher forcing**, the decoder reads the
+# true prefix in training, whatever it would have generated itself. Padding is hidden from every attention by the
+# masks of 6.8 and ignored by the loss. Two pairs as a batch:
+
+# %%
+import time  # noqa: E402
+
+from book import machine_load  # noqa: E402
+from reference.inference import seq2seq as s2s_decode  # noqa: E402
+from reference.training import seq2seq  # noqa: E402
+
+src_ids, src_mask, tgt_in, tgt_mask, tgt_out = seq2seq.make_batch([((4, 0, 7), (7, 0, 4)), ((2, 9), (9, 2))])
+for name, a in (("src_ids", src_ids), ("tgt_in (decoder input)", tgt_in), ("tgt_out (labels)", tgt_out)):
+    print(f"{name:>23}: {a.tolist()}")
+print(f"ids: PAD {seq2seq.PAD}, BOS {seq2seq.BOS}, EOS {seq2seq.EOS}, digit k = {seq2seq.DIGIT0} + k; "
+      f"label {seq2seq.IGNORE} = ignored (padding)")
+
+# %% [markdown]
+# The recipe is the paper's, at a small size. The model is `reference/models/transformer.py` as derived above:
+# post-LN layers, sinusoidal positions, the output projection tied to the target embedding. In training, dropout
+# with $P_{drop} = 0.1$ sits where §5.4 of the paper puts it: on the sum of the embeddings and the positions, and on
+# every sublayer's output before its residual sum (`transformer.forward(..., training=True, rng=rng)`, which draws
+# every mask from `rng`; the backward through the masks is checked against finite differences in
+# `tests/models/test_transformer.py`). The loss is the label-smoothed cross-entropy of 6.9 with
+# $\epsilon_{ls} = 0.1$. The optimiser is Adam with the paper's $\beta_2 = 0.98$, $\epsilon = 10^{-9}$; the paper's
+# learning-rate rule would peak at $(d_\text{model} \cdot \text{warm-up})^{-1/2}$, a rate made for width 512, so a
+# linear warm-up and a cosine decay (chapter 2) take its place. The model is {{s2s_width}} wide, with
+# {{s2s_layers}} encoder and {{s2s_layers}} decoder layers of {{s2s_heads}} heads ({{s2s_params}} parameters); it
+# trains on {{s2s_n_train}} strings of {{s2s_min_len}} to {{s2s_max_len}} digits for {{s2s_steps}} steps of
+# {{s2s_batch}} pairs, and every {{s2s_eval_every}} steps it reverses {{s2s_n_held}} held-out strings (never
+# trained on) by greedy decoding.
+
+# %%
+s2s_run = (seq2seq.ReversalRun(min_len=2, max_len=5, n_train=3000, d_model=32, n_layer=1, n_head=2, d_ff=64,
+                               batch_size=32, steps=400, lr=3e-3, warmup=40)
+           if QUICK else seq2seq.ReversalRun())
+s2s_held = seq2seq.reversal_pairs(200 if QUICK else 500, s2s_run.min_len, s2s_run.max_len, np.random.default_rng(100))
+s2s_eval_every = s2s_run.steps // 8
+t0 = time.perf_counter()
+s2s = seq2seq.train(s2s_run, eval_pairs=s2s_held, eval_every=s2s_eval_every)
+s2s_seconds = time.perf_counter() - t0
+s2s_params, s2s_cfg = s2s["params"], s2s["config"]
+n_s2s = sum(a.size for a in leaves(s2s_params).values())
+print(f"{n_s2s:,} parameters; {s2s_run.steps} steps of {s2s_run.batch_size} pairs, {s2s_cfg.norm}-LN, "
+      f"p_drop {s2s_cfg.p_drop}, label smoothing {s2s_run.label_smoothing}")
+print("step  training loss (mean of 10 steps)  held-out exact match")
+for step, em in s2s["eval"]:
+    print(f"{step:>4}  {s2s['loss'][step - 10:step].mean():>33.3f}  {em:>20.1%}")
+glue("s2s_width", str(s2s_run.d_model))
+glue("s2s_layers", str(s2s_run.n_layer))
+glue("s2s_heads", str(s2s_run.n_head))
+glue("s2s_params", f"{n_s2s:,}".replace(",", " "))
+glue("s2s_n_train", f"{s2s_run.n_train:,}".replace(",", " "))
+glue("s2s_min_len", str(s2s_run.min_len))
+glue("s2s_max_len", str(s2s_run.max_len))
+glue("s2s_steps", str(s2s_run.steps))
+glue("s2s_batch", str(s2s_run.batch_size))
+glue("s2s_eval_every", str(s2s_eval_every))
+glue("s2s_n_held", str(len(s2s_held)))
+
+# %% tags=["measurement"]
+print(f"training and the {len(s2s['eval'])} evaluations took {s2s_seconds:.0f} s "
+      f"({1000 * s2s_seconds / s2s_run.steps:.0f} ms per step); {machine_load()}")
+
+# %% [markdown]
+# The training loss is the label-smoothed one, measured with dropout on, and it cannot reach 0: its minimum is the
+# entropy of the smoothed target $q$, {{s2s_floor}} nats for $\epsilon = 0.1$ over 13 ids (6.9), which the model
+# approaches to within {{s2s_loss_gap}} nats. The exact match is the strict measure: a string counts only if every
+# digit and the final EOS are right.
+
+# %%
+V_s2s = s2s_cfg.tgt_vocab_size
+q_true = 1 - s2s_run.label_smoothing + s2s_run.label_smoothing / V_s2s          # q at the label
+q_other = s2s_run.label_smoothing / V_s2s                                       # q at each of the other V - 1 ids
+ls_floor = -(q_true * np.log(q_true) + (V_s2s - 1) * q_other * np.log(q_other))  # the entropy of q
+final_loss = s2s["loss"][-50:].mean()
+fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 3.8))
+ax.plot(np.arange(1, s2s_run.steps + 1), s2s["loss"], lw=0.6, color="tab:blue", alpha=0.5, label="each step")
+smooth = np.convolve(s2s["loss"], np.ones(20) / 20, mode="valid")
+ax.plot(np.arange(20, s2s_run.steps + 1), smooth, color="tab:blue", label="mean of 20 steps")
+ax.axhline(ls_floor, color="gray", ls=":", label=f"minimum possible: entropy of q ({ls_floor:.2f})")
+ax.set_xlabel("step")
+ax.set_ylabel("label-smoothed loss (nats/token)")
+ax.set_title("Training loss (dropout on, teacher forcing)", fontsize=10)
+ax.legend(fontsize=8)
+steps_eval, em_eval = zip(*s2s["eval"])
+bx.plot(steps_eval, em_eval, "o-", color="tab:green")
+bx.set_ylim(-0.02, 1.02)
+bx.set_xlabel("step")
+bx.set_ylabel("exact match (fraction of strings)")
+bx.set_title(f"Greedy decoding of {len(s2s_held)} held-out strings", fontsize=10)
+bx.grid(alpha=0.3)
+fig.suptitle("The paper's encoder–decoder learning to reverse digit strings" + (" (quick)" if QUICK else ""),
+             fontsize=11)
+fig.tight_layout()
+savefig(fig, "transformer_reversal_training.png")
+glue("s2s_floor", f"{ls_floor:.2f}")
+glue("s2s_loss_gap", f"{final_loss - ls_floor:.2f}")
+assert final_loss > ls_floor                                   # a smoothed loss below its floor would be a bug
+
+# %% [markdown]
+# **Greedy decoding** (`reference/inference/seq2seq.py`) is the model in evaluation mode, dropout off: encode the
+# source once, then start the decoder on BOS and append the most likely next token until EOS. The decoder runs
+# again over the whole prefix at every step (for strings this short the repeated work is small; chapter 4's KV
+# cache removes it for the GPT), and `tests/inference/test_seq2seq.py` holds every step equal to the argmax of a
+# full `transformer.forward`. On the held-out strings:
+
+# %%
+first = s2s_held[:6]
+src_ids, src_mask, *_ = seq2seq.make_batch(first)
+tokens, _ = s2s_decode.greedy(s2s_params, s2s_cfg, src_ids, seq2seq.BOS, seq2seq.EOS, s2s_run.max_len + 2, src_mask)
+print(f"greedy's tokens for {first[0][0]}: {tokens[0].tolist()} (digit k = {seq2seq.DIGIT0} + k, EOS = {seq2seq.EOS})")
+for (src, tgt), row in zip(first, tokens):
+    out = seq2seq.decode_digits(row)                                # the digits before the first EOS
+    print(f"{''.join(map(str, src)):>10} -> {''.join(map(str, out)):<10} {'right' if out == tgt else 'WRONG'}")
+s2s_pred = seq2seq.predict(s2s_params, s2s_cfg, s2s_held)          # the same, in batches, for all of them
+s2s_exact = seq2seq.exact_match(s2s_pred, s2s_held)
+print(f"exact match on {len(s2s_held)} held-out strings: {s2s_exact:.1%}")
+glue("s2s_exact", f"{100 * s2s_exact:.1f} %")
+assert s2s_exact == s2s["eval"][-1][1]
+assert s2s_exact > (0.3 if QUICK else 0.95)
+
+# %% [markdown]
+# The model reverses {{s2s_exact}} of the strings it never saw. Where does it look while doing so? The decoder's
+# cross-attention (`transformer.cross_attention(cache)`, one $(B, H, T, S)$ array per decoder layer) on the held-out
+# strings, teacher-forced, which is the prefix greedy decoding also reads wherever its output is right. Row $t$ is
+# the decoder position that writes output token $t$; it should read source position $n - 1 - t$. The figure shows
+# every head of every layer on one held-out string, then, over all of them, the share of each head's weight on
+# that anti-diagonal (`seq2seq.alignment_mass`), beside the diagonals just before and after it and beside what
+# uniform attention over the digits and EOS would give.
+
+# %%
+src_ids, src_mask, tgt_in, tgt_mask, tgt_out = seq2seq.make_batch(s2s_held)
+_, s2s_cache = transformer.forward(s2s_params, s2s_cfg, src_ids, tgt_in, src_mask, tgt_mask)
+cross = transformer.cross_attention(s2s_cache)                                # per layer (B, H, T, S)
+lengths = [len(s) for s, _ in s2s_held]
+chance = seq2seq.alignment_chance(lengths)
+mass = {off: np.array([seq2seq.alignment_mass(P, lengths, off) for P in cross]) for off in (-1, 0, 1)}   # (L, H)
+print(f"uniform attention over the digits and EOS: {chance:.3f}")
+print(f"{'layer':>5} {'head':>4} {'on the anti-diagonal':>21} {'one before':>11} {'one after':>10}")
+for layer in range(s2s_cfg.n_layer):
+    for head in range(s2s_cfg.n_head):
+        print(f"{layer + 1:>5} {head + 1:>4} {mass[0][layer, head]:>21.3f} {mass[-1][layer, head]:>11.3f} "
+              f"{mass[1][layer, head]:>10.3f}")
+
+ex = int(np.argmax(lengths))                                                   # a longest held-out string
+n_ex = lengths[ex]
+L_s, H_s = s2s_cfg.n_layer, s2s_cfg.n_head
+fig = plt.figure(figsize=(2.4 * H_s + 4.5, 2.4 * L_s + 0.6), layout="constrained")
+grid = fig.add_gridspec(L_s, H_s + 2)
+src_labels = [str(d) for d in s2s_held[ex][0]] + ["EOS"]
+tgt_labels = ["BOS"] + [str(d) for d in s2s_held[ex][1]]
+map_axes = []
+for layer in range(L_s):
+    for head in range(H_s):
+        ax = fig.add_subplot(grid[layer, head])
+        map_axes.append(ax)
+        im = ax.imshow(cross[layer][ex, head, :n_ex + 1, :n_ex + 1], cmap="magma", vmin=0, vmax=1,
+                       interpolation="nearest")
+        ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=8)
+        ax.set_xticks(range(n_ex + 1), src_labels, fontsize=6)
+        ax.set_yticks(range(n_ex + 1), tgt_labels, fontsize=6)
+        if layer == L_s - 1:
+            ax.set_xlabel("source (key)", fontsize=8)
+        if head == 0:
+            ax.set_ylabel("decoder input (query)", fontsize=8)
+fig.colorbar(im, ax=map_axes, shrink=0.6, label="attention weight", location="left")
+bx = fig.add_subplot(grid[:, H_s:])
+names = [f"{layer + 1}.{head + 1}" for layer in range(L_s) for head in range(H_s)]
+xs = np.arange(len(names))
+for j, (off, label) in enumerate(((-1, "one before"), (0, "the anti-diagonal"), (1, "one after"))):
+    bx.bar(xs + (j - 1) * 0.27, mass[off].ravel(), 0.27, label=label)
+bx.axhline(chance, color="gray", ls="--", lw=1, label=f"uniform attention ({chance:.2f})")
+bx.set_xticks(xs, names)
+bx.set_xlabel("layer.head")
+bx.set_ylabel("mean weight, held-out strings")
+bx.set_ylim(0, 1.3)                                             # room above the bars for the legend
+bx.set_yticks(np.linspace(0, 1, 6))
+bx.legend(fontsize=8, loc="upper left", ncol=2)
+bx.set_title("where the cross-attention goes", fontsize=10)
+fig.suptitle(f"Cross-attention of the trained model on {''.join(src_labels[:-1])} "
+             "(each row sums to 1): the anti-diagonal is the reversal", fontsize=10)
+savefig(fig, "transformer_reversal_cross_attention.png")
+
+best_l, best_h = np.unravel_index(mass[0].argmax(), mass[0].shape)
+last = mass[0][-1]
+glue("s2s_chance", f"{chance:.2f}")
+glue("s2s_last_min", f"{last.min():.2f}")
+glue("s2s_last_max", f"{last.max():.2f}")
+glue("s2s_first_min", f"{mass[0][0].min():.2f}")
+glue("s2s_first_max", f"{mass[0][0].max():.2f}")
+glue("s2s_neighbour_max", f"{max(mass[-1][-1].max(), mass[1][-1].max()):.2f}")
+glue("s2s_last_layer", {1: "its one decoder layer", 2: "the second decoder layer"}.get(L_s, f"decoder layer {L_s}"))
+assert last.min() > (2 if QUICK else 4) * chance                 # every head of the last layer follows the reversal
+assert last.min() > max(mass[-1][-1].max(), mass[1][-1].max())  # and the anti-diagonal, not a neighbour, is its peak
+if L_s > 1:                                                      # the first layer's heads are the less focused ones
+    assert mass[0][0].max() < last.min()
+
+# %% [markdown]
+# The alignment is learned, and it is sharp where the answer is read. Every head of {{s2s_last_layer}} puts
+# {{s2s_last_min}} to {{s2s_last_max}} of its weight on the one source digit it is about to copy, against
+# {{s2s_chance}} for attention spread evenly, and no diagonal next to it gets more than {{s2s_neighbour_max}}. In
+# the full run's two-layer decoder the first layer's heads are less focused ({{s2s_first_min}} to
+# {{s2s_first_max}} on the anti-diagonal): the last layer does most of the reading. Nothing told the model that
+# reversal is an alignment: the loss asked only for the next digit, and the digits themselves say nothing about
+# where they stand, so which source position answers which target position was learned from the sinusoidal codes
+# that the encoder and the decoder add to their inputs.
+#
+# **Where it stops generalising.** The same model on strings longer than any it trained on: the positional codes
+# of those positions exist (the sinusoids are defined at every position) but the model has never had to use them.
+# Per length, greedy exact match and the last layer's mean weight on the anti-diagonal (teacher-forced):
+
+# %%
+gen_lengths = list(range(s2s_run.min_len, s2s_run.max_len + 5))
+gen = {}
+for n_len in gen_lengths:
+    pairs = seq2seq.reversal_pairs(100 if QUICK else 200, n_len, n_len, np.random.default_rng(200 + n_len))
+    src_ids, src_mask, tgt_in, tgt_mask, _ = seq2seq.make_batch(pairs)
+    _, c_len = transformer.forward(s2s_params, s2s_cfg, src_ids, tgt_in, src_mask, tgt_mask)
+    gen[n_len] = (seq2seq.exact_match(seq2seq.predict(s2s_params, s2s_cfg, pairs), pairs),
+                  float(seq2seq.alignment_mass(transformer.cross_attention(c_len)[-1], [n_len] * len(pairs)).mean()),
+                  seq2seq.alignment_chance([n_len]))
+print(f"{'digits':>6} {'exact match':>11} {'anti-diagonal (last layer)':>27} {'uniform':>8}")
+for n_len, (em, am, ch) in gen.items():
+    seen = "trained" if n_len <= s2s_run.max_len else "longer"
+    print(f"{n_len:>6} {em:>11.1%} {am:>27.2f} {ch:>8.2f}   {seen}")
+
+fig, ax = plt.subplots(figsize=(7, 3.6))
+ax.axvspan(s2s_run.min_len - 0.5, s2s_run.max_len + 0.5, color="tab:green", alpha=0.08, label="trained lengths")
+ax.plot(gen_lengths, [gen[n][0] for n in gen_lengths], "o-", label="exact match (greedy)")
+ax.plot(gen_lengths, [gen[n][1] for n in gen_lengths], "s-", label="weight on the anti-diagonal (last layer)")
+ax.plot(gen_lengths, [gen[n][2] for n in gen_lengths], ":", color="gray", label="uniform attention")
+ax.set_xlabel("digits in the string")
+ax.set_ylabel("fraction")
+ax.set_ylim(-0.02, 1.02)
+ax.set_title("Beyond the trained lengths the alignment, and the answer, fall apart", fontsize=10)
+ax.legend(fontsize=8, loc="center left")
+fig.tight_layout()
+savefig(fig, "transformer_reversal_lengths.png")
+one_more, two_more = gen[s2s_run.max_len + 1], gen[s2s_run.max_len + 2]
+glue("s2s_len_plus1", str(s2s_run.max_len + 1))
+glue("s2s_len_plus2", str(s2s_run.max_len + 2))
+glue("s2s_exact_plus1", f"{100 * one_more[0]:.1f} %")
+glue("s2s_exact_plus2", f"{100 * two_more[0]:.1f} %")
+glue("s2s_align_plus2", f"{two_more[1]:.2f}")
+glue("s2s_align_trained", f"{gen[s2s_run.max_len][1]:.2f}")
+exact_trained = min(gen[n][0] for n in gen if n <= s2s_run.max_len)
+glue("s2s_exact_trained", "every string" if exact_trained == 1 else f"at least {100 * exact_trained:.1f} % of the strings")
+assert two_more[0] < 0.5 * gen[s2s_run.max_len][0]           # the answer falls apart two digits past the training
+
+# %% [markdown]
+# At every trained length the model reverses {{s2s_exact_trained}}; one digit longer
+# ({{s2s_len_plus1}}) it gets {{s2s_exact_plus1}} right, two digits longer ({{s2s_len_plus2}})
+# {{s2s_exact_plus2}}, and the last layer's weight on the anti-diagonal falls from {{s2s_align_trained}} at the
+# longest trained length to {{s2s_align_plus2}}. The sinusoids of 6.4 make the code of $pos + k$ a linear function
+# of the code of $pos$, but that is a possibility the architecture offers, not something a model trained on a few
+# positions has to learn: this one learned the positions it saw. Length generalisation comes from the training data
+# (strings of every length one needs) or from the positional scheme (relative ones, such as the rotary codes of
+# `reference/ops/rope.py`, are one line of work on it); attention does not give it for free.
+
+# %% [markdown]
+# ## 6.11 The errata of §3.1–§3.3 in one table
 #
 # | where | the material says | correct (Vaswani et al., 2017; Ba et al., 2016) | shown above |
 # |---|---|---|---|

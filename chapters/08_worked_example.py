@@ -85,7 +85,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 hf_logging.disable_progress_bar()
 
-from book import QUICK, savefig
+from book import QUICK, glue, savefig
 from reference.inference import summarizer
 from reference.models import bert
 
@@ -290,18 +290,21 @@ assert prev_head.min() > 0.9  # every token of the sentence reads its predecesso
 assert np.allclose(np.stack(att).sum(-1), 1.0, atol=1e-5)  # float32 rows of probabilities sum to 1
 
 # %% [markdown]
-# The table puts numbers on what the figure shows. Layer 1 has a head (head 3) that moves each token's
-# predecessor into it, nearly all of its weight on the token before: a "previous-token head", the same pattern
-# Clark et al. (2019, "What does BERT look at?") found in BERT. In layers 2 to 5 more than half of all attention
-# goes to `[CLS]` (0.52 to 0.61 in the table), and about a third in the last layer (0.35): a head with nothing to
-# look for parks its weight there, the "no-op" role that `[SEP]` plays in the original BERT. In the last layer,
-# the heads read a few content words (keeper, tower, lamp) from every position, which is what the mean pooling of
-# a sentence embedding then averages. None of it is a summary: the encoder's output is one vector per token.
+# The table puts numbers on what the figure shows. Layer 1 has a head (head 3) that moves each token's predecessor
+# into it, nearly all of its weight on the token before: a "previous-token head", the same pattern Clark et al. (2019,
+# "What does BERT look at?") found in BERT. In layers 2 to 5 more than half of all attention goes to `[CLS]`
+# ({{cls_mid_min}} to {{cls_mid_max}}), and about a third in the last layer ({{cls_last}}): a head with nothing to
+# look for parks its weight there, the "no-op" role that `[SEP]` plays in the original BERT. In the last layer, the
+# heads read a few content words (keeper, tower, lamp) from every position, which is what the mean pooling of a
+# sentence embedding then averages. None of it is a summary: the encoder's output is one vector per token.
 
 # %%
 to_cls = [float(a[0][:, :, 0].mean()) for a in att]                   # (layers,) mean weight on [CLS]
 print("mean attention on [CLS] by layer:", " ".join(f"{v:.2f}" for v in to_cls))
 assert all(v > 0.5 for v in to_cls[1:5]) and 0.25 < to_cls[5] < 0.5    # the sentence above, as measured
+glue("cls_mid_min", f"{min(to_cls[1:5]):.2f}")
+glue("cls_mid_max", f"{max(to_cls[1:5]):.2f}")
+glue("cls_last", f"{to_cls[5]:.2f}")
 
 # %% [markdown]
 # ## 8.7 Step 3: an extractive summary

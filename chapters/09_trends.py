@@ -221,13 +221,19 @@ fig.tight_layout()
 savefig(fig, "trends_last_block_gradients.png")
 if not QUICK:   # Xiong et al.'s prediction, on these stacks
     assert last["pre_ln"][-1] / last["pre_ln"][0] < 0.5 and last["post_ln"][-1] / last["post_ln"][0] > 0.8
+    assert abs(last["pre_ln"][-1] / last["pre_ln"][0] / np.sqrt(DEPTHS[0] / DEPTHS[-1]) - 1) < 0.3   # "close to"
+glue("last_pre_ratio", f"{last['pre_ln'][-1] / last['pre_ln'][0]:.2f}")
+glue("last_post_ratio", f"{last['post_ln'][-1] / last['post_ln'][0]:.2f}")
+glue("last_sqrt_ratio", f"{np.sqrt(DEPTHS[0] / DEPTHS[-1]):.2f}")
 
 # %% [markdown]
-# Pre-LN's last block gets a gradient that falls close to $1/\sqrt{L}$ as the stack deepens; post-LN's does not fall.
-# This is the measurement chapter 6.7 points to, and it is the one that agrees with Xiong et al.: post-LN's need for
-# a warm-up comes from the size of the top layers' gradients at the start (which the learning rate multiplies),
-# not from the gradient vanishing on its way down. Chapter 2 lists the other explanations of warm-up that have been
-# proposed (Adam's early second-moment estimates among them); they are not exclusive.
+# Pre-LN's last block gets a gradient that falls close to $1/\sqrt{L}$ as the stack deepens (by a factor
+# {{last_pre_ratio}} from {{depth_first}} to {{depth_last}} blocks, against {{last_sqrt_ratio}} for $1/\sqrt{L}$);
+# post-LN's does not fall (a factor {{last_post_ratio}}). This is the measurement chapter 6.7 points to, and it is the
+# one that agrees with Xiong et al.: post-LN's need for a warm-up comes from the size of the top layers' gradients at
+# the start (which the learning rate multiplies), not from the gradient vanishing on its way down. Chapter 2 lists the
+# other explanations of warm-up that have been proposed (Adam's early second-moment estimates among them); they are
+# not exclusive.
 #
 # ## 9.2 Gradient clipping against a too-large learning rate
 #

@@ -33,7 +33,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from book import QUICK, savefig
+from book import QUICK, glue, savefig
 from reference import train
 from reference.models import gpt
 from reference.ops import as_written, as_written_parts, attention, ffn, layernorm, multihead, positional
@@ -75,14 +75,21 @@ for v, r in reg.items():
     print(f"{v:>13} {r['train']:>10.3f} {r['val']:>9.3f} {r['gap']:>6.3f}")
 
 ids_probe = np.arange(T_reg)[None] % tok_char.vocab_size                  # any input: the point is the mode
+mode_diff = {}
 for v in ("ln", "ln+dropout"):
-    diff = regularisation.mode_difference(reg[v]["params"], reg_cfg, ids_probe, 0.2 if "dropout" in v else 0.0)
-    print(f"{v:>13}: |logits in training mode - in evaluation mode| / |logits| = {diff:.3f}")
-assert regularisation.mode_difference(reg["ln"]["params"], reg_cfg, ids_probe, 0.0) == 0.0
+    mode_diff[v] = regularisation.mode_difference(reg[v]["params"], reg_cfg, ids_probe, 0.2 if "dropout" in v else 0.0)
+    print(f"{v:>13}: |logits in training mode - in evaluation mode| / |logits| = {mode_diff[v]:.3f}")
+assert mode_diff["ln"] == 0.0
 if not QUICK:   # the measurement the text below reads
     assert reg["ln"]["train"] < reg["none"]["train"] - 0.5 and reg["ln"]["gap"] > reg["none"]["gap"]
+    assert reg["ln"]["val"] < reg["none"]["val"]
     assert all(reg[v + "+dropout"]["gap"] < reg[v]["gap"] and reg[v + "+dropout"]["val"] < reg[v]["val"]
-               for v in ("ln", "none"))
+               and reg[v + "+dropout"]["train"] > reg[v]["train"] for v in ("ln", "none"))
+glue("reg_chars", str(n_chars))
+for v, key in (("ln", "ln"), ("none", "none"), ("ln+dropout", "lnd"), ("none+dropout", "noned")):
+    for stat in ("train", "val", "gap"):
+        glue(f"reg_{key}_{stat}", f"{reg[v][stat]:.2f}")
+glue("reg_drop_diff", f"{100 * mode_diff['ln+dropout']:.0f} %")
 
 fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
 colors = {"ln": "tab:blue", "none": "tab:red", "ln+dropout": "tab:cyan", "none+dropout": "tab:orange"}
@@ -107,15 +114,17 @@ fig.tight_layout()
 savefig(fig, "errata_layernorm_regularisation.png")
 
 # %% [markdown]
-# In the full run (the committed notebook): with LayerNorm the model fits its 6000 training characters far better
-# (training loss 0.86 against 2.01 nats without) *and* generalises better (validation 2.95 against 3.80), and its
-# gap is the largest of the four (2.10 against 1.79). That is the signature of an aid to optimisation: LayerNorm
-# lets the same steps reach lower losses everywhere, and the lower training loss is reached by fitting the training
-# text more closely, not less. Dropout has the regulariser's signature: on both models it raises the training loss
-# and lowers the validation loss, shrinking the gap (2.10 to 1.51 with LayerNorm, 1.79 to 1.36 without). And
-# LayerNorm computes the same function in training and in evaluation (the difference above is exactly 0), while
-# dropout changes the logits of the same input by about 15 %; a regulariser in the usual sense either adds a
-# penalty to the loss (weight decay) or noise in training that evaluation removes, and LayerNorm does neither.
+# In the full run (the committed notebook): with LayerNorm the model fits its {{reg_chars}} training characters far
+# better (training loss {{reg_ln_train}} against {{reg_none_train}} nats without) *and* generalises better
+# (validation {{reg_ln_val}} against {{reg_none_val}}), and its gap is the largest of the four ({{reg_ln_gap}}
+# against {{reg_none_gap}}). That is the signature of an aid to optimisation: LayerNorm lets the same steps reach
+# lower losses everywhere, and the lower training loss is reached by fitting the training text more closely, not
+# less. Dropout has the regulariser's signature: on both models it raises the training loss and lowers the
+# validation loss, shrinking the gap ({{reg_ln_gap}} to {{reg_lnd_gap}} with LayerNorm, {{reg_none_gap}} to
+# {{reg_noned_gap}} without). And LayerNorm computes the same function in training and in evaluation (the difference
+# above is exactly 0), while dropout changes the logits of the same input by {{reg_drop_diff}}; a regulariser in the
+# usual sense either adds a penalty to the loss (weight decay) or noise in training that evaluation removes, and
+# LayerNorm does neither.
 #
 # ## 11.2 $W^O$: one matrix, or one per head summed (erratum 3)
 #

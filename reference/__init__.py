@@ -29,7 +29,8 @@ The map (folder, what it holds, the chapter that explains it):
                    (sharded AdamW state), ``recompute`` (activation recomputation),
                    ``tensor_parallel`` (Megatron's f and g), ``blockwise`` (the GPT with its
                    blocks as functions), ``distributed``
-``inference/``     ``decoding`` (KV cache, greedy, sampling, beam search), ``summarizer``      ch. 4, 8
+``inference/``     ``decoding`` (KV cache, greedy, sampling, beam search), ``summarizer``,     ch. 4, 6, 8
+                   ``seq2seq`` (greedy decoding of the encoder-decoder)
 ``compression/``   ``quantize``, ``qat``, ``prune``, ``distill``                               ch. 3
 ``studies/``       ``counting`` (parameters, FLOPs, memory), ``scaling_law`` (timed runs and   ch. 1, 4, 9, 11,
                    the power-law fit), ``depth`` (gradients through deep stacks),              13

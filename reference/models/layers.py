@@ -21,11 +21,23 @@ Parameters are nested dicts, and the gradients come back with the same nesting::
 
 In post-LN, ``ln1`` normalises after the first sublayer's residual sum; in pre-LN it normalises the first
 sublayer's input (and so on for ``ln2`` and ``ln3``). A pre-LN stack needs one more LayerNorm after its last
-layer; that belongs to the model (``reference/models/transformer.py``), not to the layer. Dropout (P_drop = 0.1 in the
-paper) is left out: the reference is deterministic.
+layer; that belongs to the model (``reference/models/transformer.py``), not to the layer.
+
+Dropout (``reference/ops/dropout.py``) sits where the paper puts it (§5.4, "Residual Dropout"): on the output of
+each sublayer, before it is added to the sublayer's input and normalised,
+
+- post-LN: :math:`y = \operatorname{LN}(x + \operatorname{Drop}(\operatorname{Sublayer}(x)))`
+- pre-LN:  :math:`y = x + \operatorname{Drop}(\operatorname{Sublayer}(\operatorname{LN}(x)))`
+
+It is on when the caller passes ``p_drop > 0`` (training) with a ``numpy.random.Generator`` ``rng``, which draws the
+masks in a fixed order (self-attention, cross-attention, FFN); generators in the same state give the same masks,
+so a finite-difference check can replay them. ``p_drop = 0`` (the default, and evaluation) skips dropout entirely:
+the layer then computes exactly what it computed without it.
 """
+from typing import NamedTuple
+
 from reference._checks import check_float
-from reference.ops import ffn, layernorm, multihead
+from reference.ops import dropout, ffn, layernorm, multihead
 
 NORMS = ("post", "pre")
 ENCODER_KEYS = ("attn", "ln1", "ffn", "ln2")
@@ -43,37 +55,68 @@ def _check_layer_args(x, params, keys, norm):
         raise ValueError(f"params: expected a dict with keys {list(keys)}, got {got}")
 
 
+class AddNormCache(NamedTuple):
+    norm: str                                   # "post" or "pre"
+    sub: tuple                                  # the sublayer's cache (a MultiheadCache or an FFN cache)
+    drop: tuple                                 # dropout's (mask, scale), or None when p_drop = 0
+    ln: tuple                                   # the LayerNorm's cache
+
+
+class EncoderLayerCache(NamedTuple):
+    self_attn: AddNormCache
+    ffn: AddNormCache
+
+
+class DecoderLayerCache(NamedTuple):
+    self_attn: AddNormCache
+    cross_attn: AddNormCache                    # ``multihead.attention_probs(cache.cross_attn.sub)``: the alignment
+    ffn: AddNormCache
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Add & Norm around one sublayer. ``sublayer(u) -> (s, cache)`` and ``sublayer_backward(ds, cache) -> (du, extra)``,
 # where ``extra`` is whatever else the sublayer's backward returns (its parameter gradients, and for
 # cross-attention also d memory).
 
-def _add_norm_forward(x, sublayer, ln, norm, eps):
-    """post: y = LN(x + S(x));  pre: y = x + S(LN(x)).   x, y: (B, T, C)."""
+def _add_norm_forward(x, sublayer, ln, norm, eps, p_drop, rng):
+    """post: y = LN(x + Drop(S(x)));  pre: y = x + Drop(S(LN(x))).   x, y: (B, T, C)."""
     if norm == "post":
         s, c_sub = sublayer(x)                                        # (B, T, C)
+        s, c_drop = _dropout_forward(s, p_drop, rng)
         y, c_ln = layernorm.forward_fast(x + s, ln["gamma"], ln["beta"], eps)
     else:
         u, c_ln = layernorm.forward_fast(x, ln["gamma"], ln["beta"], eps)  # (B, T, C)
         s, c_sub = sublayer(u)                                        # (B, T, C)
+        s, c_drop = _dropout_forward(s, p_drop, rng)
         y = x + s
-    return y, (norm, c_sub, c_ln)
+    return y, AddNormCache(norm, c_sub, c_drop, c_ln)
 
 
 def _add_norm_backward(dy, cache, sublayer_backward):
     """Returns (dx, extra, dln) for the forward above."""
-    norm, c_sub, c_ln = cache
+    norm, c_sub, c_drop, c_ln = cache
     if norm == "post":
-        # forward: y = LN(r), r = x + S(x)
+        # forward: y = LN(r), r = x + Drop(S(x))
         dr, dgamma, dbeta = layernorm.backward_fast(dy, c_ln)              # (B, T, C)
-        ds_dx, extra = sublayer_backward(dr, c_sub)
+        ds_dx, extra = sublayer_backward(_dropout_backward(dr, c_drop), c_sub)
         dx = dr + ds_dx                       # the residual path and the path through the sublayer
     else:
-        # forward: y = x + S(u), u = LN(x)
-        du, extra = sublayer_backward(dy, c_sub)                      # (B, T, C)
+        # forward: y = x + Drop(S(u)), u = LN(x)
+        du, extra = sublayer_backward(_dropout_backward(dy, c_drop), c_sub)   # (B, T, C)
         dx_ln, dgamma, dbeta = layernorm.backward_fast(du, c_ln)
         dx = dy + dx_ln                       # the residual path and the path through LN and the sublayer
     return dx, extra, {"gamma": dgamma, "beta": dbeta}
+
+
+def _dropout_forward(s, p_drop, rng):
+    """Drop(s) in training (``p_drop > 0``); with ``p_drop = 0`` s itself, untouched, and no cache."""
+    if p_drop == 0:
+        return s, None
+    return dropout.forward(s, p_drop, rng=rng)
+
+
+def _dropout_backward(ds, c_drop):
+    return ds if c_drop is None else dropout.backward(ds, c_drop)
 
 
 # The three sublayers.
@@ -116,14 +159,15 @@ def _feed_forward_backward(ds, cache):
 
 # ---------------------------------------------------------------------------------------------------------------
 
-def encoder_layer_forward(x, params, n_head, mask=None, norm="post", eps=1e-5, activation="relu"):
+def encoder_layer_forward(x, params, n_head, mask=None, norm="post", eps=1e-5, activation="relu", p_drop=0.0,
+                          rng=None):
     r"""One encoder layer: self-attention and FFN, each with Add & Norm.
 
     post-LN (paper):
 
     .. math::
-        h = \operatorname{LN}_1(x + \operatorname{MHA}(x, x, x)), \qquad
-        y = \operatorname{LN}_2(h + \operatorname{FFN}(h))
+        h = \operatorname{LN}_1(x + \operatorname{Drop}(\operatorname{MHA}(x, x, x))), \qquad
+        y = \operatorname{LN}_2(h + \operatorname{Drop}(\operatorname{FFN}(h)))
 
     pre-LN:
 
@@ -144,16 +188,21 @@ def encoder_layer_forward(x, params, n_head, mask=None, norm="post", eps=1e-5, a
         LayerNorm epsilon.
     activation : {"relu", "gelu", "gelu_tanh"}
         The FFN's nonlinearity (the paper uses ReLU).
+    p_drop : float in [0, 1]
+        Dropout on each sublayer's output (module docstring); 0 (evaluation) turns it off.
+    rng : numpy.random.Generator, required when ``p_drop > 0``
+        Draws the dropout masks: the self-attention's, then the FFN's.
 
     Returns
     -------
     y : ndarray (B, T, C), x's dtype
-    cache : tuple
+    cache : EncoderLayerCache
     """
     _check_layer_args(x, params, ENCODER_KEYS, norm)
-    h, c1 = _add_norm_forward(x, _self_attention(params["attn"], n_head, mask), params["ln1"], norm, eps)
-    y, c2 = _add_norm_forward(h, _feed_forward(params["ffn"], activation), params["ln2"], norm, eps)
-    return y, (c1, c2)
+    drop = (p_drop, rng)
+    h, c1 = _add_norm_forward(x, _self_attention(params["attn"], n_head, mask), params["ln1"], norm, eps, *drop)
+    y, c2 = _add_norm_forward(h, _feed_forward(params["ffn"], activation), params["ln2"], norm, eps, *drop)
+    return y, EncoderLayerCache(c1, c2)
 
 
 def encoder_layer_backward(dy, cache):
@@ -170,7 +219,7 @@ def encoder_layer_backward(dy, cache):
     dparams : dict with the nesting of ``params``
     """
     c1, c2 = cache
-    # forward: y = AddNorm_2(h, FFN)
+    # forward: y = AddNorm_2(h, Drop(FFN))
     dh, dffn, dln2 = _add_norm_backward(dy, c2, _feed_forward_backward)
     # forward: h = AddNorm_1(x, MHA(., .))
     dx, dattn, dln1 = _add_norm_backward(dh, c1, _self_attention_backward)
@@ -178,7 +227,7 @@ def encoder_layer_backward(dy, cache):
 
 
 def decoder_layer_forward(x, memory, params, n_head, self_mask=None, cross_mask=None, norm="post", eps=1e-5,
-                          activation="relu"):
+                          activation="relu", p_drop=0.0, rng=None):
     r"""One decoder layer: masked self-attention, cross-attention to ``memory``, FFN, each with Add & Norm.
 
     post-LN (paper):
@@ -189,7 +238,8 @@ def decoder_layer_forward(x, memory, params, n_head, self_mask=None, cross_mask=
         y = \operatorname{LN}_3(h_2 + \operatorname{FFN}(h_2))
 
     pre-LN: :math:`h_1 = x + \operatorname{MHA}(\operatorname{LN}_1(x), \dots)`, and so on. ``memory`` (m) enters
-    the cross-attention as it is: it was normalised by the encoder.
+    the cross-attention as it is: it was normalised by the encoder. In training each sublayer's output passes
+    through dropout before the "+" (module docstring).
 
     Parameters
     ----------
@@ -208,22 +258,27 @@ def decoder_layer_forward(x, memory, params, n_head, self_mask=None, cross_mask=
     norm : {"post", "pre"}
     eps : float
     activation : {"relu", "gelu", "gelu_tanh"}
+    p_drop : float in [0, 1]
+        Dropout on each sublayer's output; 0 (evaluation) turns it off.
+    rng : numpy.random.Generator, required when ``p_drop > 0``
+        Draws the masks: self-attention's, cross-attention's, then the FFN's.
 
     Returns
     -------
     y : ndarray (B, T, C), x's dtype
-    cache : tuple
+    cache : DecoderLayerCache
     """
     _check_layer_args(x, params, DECODER_KEYS, norm)
     check_float("memory", memory)
     if memory.ndim != 3 or memory.shape[0] != x.shape[0] or memory.shape[2] != x.shape[2]:
         raise ValueError(f"memory: expected shape ({x.shape[0]}, S, {x.shape[2]}) to match x {x.shape}, "
                          f"got {memory.shape}")
-    h1, c1 = _add_norm_forward(x, _self_attention(params["attn"], n_head, self_mask), params["ln1"], norm, eps)
+    drop = (p_drop, rng)
+    h1, c1 = _add_norm_forward(x, _self_attention(params["attn"], n_head, self_mask), params["ln1"], norm, eps, *drop)
     h2, c2 = _add_norm_forward(h1, _cross_attention(params["cross_attn"], n_head, memory, cross_mask),
-                               params["ln2"], norm, eps)
-    y, c3 = _add_norm_forward(h2, _feed_forward(params["ffn"], activation), params["ln3"], norm, eps)
-    return y, (c1, c2, c3)
+                               params["ln2"], norm, eps, *drop)
+    y, c3 = _add_norm_forward(h2, _feed_forward(params["ffn"], activation), params["ln3"], norm, eps, *drop)
+    return y, DecoderLayerCache(c1, c2, c3)
 
 
 def decoder_layer_backward(dy, cache):

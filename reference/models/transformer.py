@@ -22,8 +22,17 @@ Choices, each as in the paper unless said otherwise:
   projection unnormalised (GPT-2 and PyTorch's ``norm_first`` models do the same).
 - The decoder's self-attention is causal: target position t sees positions <= t. Padding masks (True = a real
   token, False = padding) remove padded keys from every attention that reads them.
-- No dropout and no label smoothing: the reference is deterministic; the loss is the caller's
-  (``reference/ops/cross_entropy.py``).
+- Dropout (paper §5.4, :math:`P_{drop} = 0.1` in the base model, ``config.p_drop``) on the sum of the embeddings and
+  the positions in both stacks, and on every sublayer's output before its residual sum
+  (``reference/models/layers.py``). It is on only in training: ``forward(..., training=True, rng=rng)``. The masks
+  are drawn from ``rng`` in a fixed order (source embeddings, the encoder's layers, target embeddings, the decoder's
+  layers), so a generator in the same state replays them. ``training=False`` (the default) is the evaluation model,
+  deterministic, and computes exactly what it computed before dropout existed.
+- The loss is the caller's: ``reference/ops/cross_entropy.py``, or ``reference/ops/label_smoothing.py`` with the
+  paper's :math:`\epsilon_{ls} = 0.1`.
+- :func:`encode` and :func:`decode` are the two halves of :func:`forward`, for greedy decoding
+  (``reference/inference/seq2seq.py``), which encodes the source once and runs the decoder on a growing target;
+  :func:`cross_attention` reads the decoder's cross-attention weights (the learned alignment) from a cache.
 
 Parameters (nested dicts; gradients come back with the same nesting)::
 
@@ -42,14 +51,14 @@ Initialisation (:func:`init_params`, all through ``reference/training/init.py``)
 """
 import dataclasses
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from reference._checks import FLOAT_DTYPES, check_choice, check_float, check_ids, check_shape
 from reference.models import layers
-from reference.ops import activations, attention, embedding, layernorm, linear, positional
+from reference.ops import activations, attention, dropout, embedding, layernorm, linear, multihead, positional
 from reference.training import init
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +80,8 @@ class TransformerConfig:
     norm : {"post", "pre"}
     activation : {"relu", "gelu", "gelu_tanh"}
     ln_eps : float
+    p_drop : float in [0, 1)
+        Dropout rate in training (``forward(..., training=True)``); evaluation ignores it.
     """
 
     src_vocab_size: int
@@ -82,6 +93,7 @@ class TransformerConfig:
     norm: str = "post"
     activation: str = "relu"
     ln_eps: float = 1e-5
+    p_drop: float = 0.1
 
     def __post_init__(self):
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_head", "n_layer", "d_ff"):
@@ -96,6 +108,28 @@ class TransformerConfig:
         check_choice("TransformerConfig.activation", self.activation, tuple(activations.ACTIVATIONS))
         if not (isinstance(self.ln_eps, (int, float)) and math.isfinite(self.ln_eps) and self.ln_eps > 0):
             raise ValueError(f"TransformerConfig.ln_eps: expected a positive number, got {self.ln_eps!r}")
+        if isinstance(self.p_drop, bool) or not isinstance(self.p_drop, (int, float)) \
+                or not 0.0 <= self.p_drop < 1.0:
+            raise ValueError(f"TransformerConfig.p_drop: expected a number in [0, 1), got {self.p_drop!r}")
+
+
+class EncoderCache(NamedTuple):
+    embed: tuple                                # _embed_forward's cache (lookup, scale, dropout)
+    layers: list                                # one layers.EncoderLayerCache per layer
+    ln_f: tuple                                 # ln_f_enc's cache (pre-LN), else None
+
+
+class DecoderCache(NamedTuple):
+    embed: tuple
+    layers: list                                # one layers.DecoderLayerCache per layer
+    ln_f: tuple                                 # ln_f_dec's cache (pre-LN), else None
+    out: tuple                                  # the tied output projection's cache
+    memory_shape: tuple                         # (B, S, C)
+
+
+class TransformerCache(NamedTuple):
+    encoder: EncoderCache
+    decoder: DecoderCache
 
 
 def _attention_params(C, rng, dtype):
@@ -169,23 +203,143 @@ def _check_pad_mask(name, mask, shape):
     check_shape(name, mask, shape)
 
 
-def _embed_forward(ids, E):
-    """x = sqrt(C) E[ids] + PE[:T].   ids (B, T) -> x (B, T, C)."""
+def _embed_forward(ids, E, p_drop, rng):
+    """x = Drop(sqrt(C) E[ids] + PE[:T]).   ids (B, T) -> x (B, T, C)."""
     T, C = ids.shape[1], E.shape[1]
     scale = E.dtype.type(math.sqrt(C))                       # in E's dtype: no promotion of float32
     e, c_emb = embedding.forward(ids, E)                     # (B, T, C)
     x = scale * e + positional.sinusoidal(T, C, dtype=E.dtype)   # (B, T, C) + (T, C)
-    return x, (c_emb, scale)
+    c_drop = None
+    if p_drop != 0:
+        x, c_drop = dropout.forward(x, p_drop, rng=rng)
+    return x, (c_emb, scale, c_drop)
 
 
 def _embed_backward(dx, cache):
-    c_emb, scale = cache
-    # forward: x = scale * E[ids] + PE   (PE is a constant)
+    c_emb, scale, c_drop = cache
+    if c_drop is not None:
+        # forward: x = Drop(x_0)
+        dx = dropout.backward(dx, c_drop)
+    # forward: x_0 = scale * E[ids] + PE   (PE is a constant)
     return embedding.backward(scale * dx, c_emb)             # (V, C)
 
 
-def forward(params, config, src_ids, tgt_ids, src_pad_mask=None, tgt_pad_mask=None):
-    """Logits of the next target token at every target position.
+def _dropout_rate(config, training, rng):
+    """The dropout rate this call runs with: config.p_drop in training, 0 in evaluation."""
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError(f"training: expected a bool, got {type(training).__name__}")
+    p_drop = config.p_drop if training else 0.0
+    if p_drop > 0 and not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng: training with config.p_drop = {config.p_drop} draws dropout masks and needs a "
+                         f"numpy.random.Generator, got {type(rng).__name__}")
+    return p_drop
+
+
+def _check_params(params, config, stack):
+    name = {"encoder": "wte_src", "decoder": "wte_tgt"}[stack]
+    V = config.src_vocab_size if stack == "encoder" else config.tgt_vocab_size
+    check_shape(f"params['{name}']", check_float(f"params['{name}']", params[name]), (V, config.d_model))
+    if len(params[stack]) != config.n_layer:
+        raise ValueError(f"params['{stack}']: expected {config.n_layer} layers (config.n_layer), "
+                         f"got {len(params[stack])}")
+
+
+def _options(config):
+    return {"norm": config.norm, "eps": config.ln_eps, "activation": config.activation}
+
+
+def encode(params, config, src_ids, src_pad_mask=None, training=False, rng=None):
+    """The encoder stack: ``memory``, the sequence the decoder's cross-attention reads.
+
+    Parameters
+    ----------
+    params : dict from :func:`init_params`
+    config : TransformerConfig
+    src_ids : int ndarray (B, S)
+    src_pad_mask : bool ndarray (B, S), optional
+        True = real token, False = padding (hidden from the encoder's self-attention).
+    training : bool
+        True: dropout with rate ``config.p_drop``, masks drawn from ``rng``.
+    rng : numpy.random.Generator, required in training when ``config.p_drop > 0``
+
+    Returns
+    -------
+    memory : ndarray (B, S, C), the parameters' dtype
+    cache : EncoderCache
+    """
+    _check_config(config)
+    _check_params(params, config, "encoder")
+    _check_ids("src_ids", src_ids, config.src_vocab_size)
+    _check_pad_mask("src_pad_mask", src_pad_mask, src_ids.shape)
+    p_drop = _dropout_rate(config, training, rng)
+    key_mask = None if src_pad_mask is None else src_pad_mask[:, None, None, :]      # (B, 1, 1, S)
+    x, c_embed = _embed_forward(src_ids, params["wte_src"], p_drop, rng)              # (B, S, C)
+    caches = []
+    for p in params["encoder"]:
+        x, c = layers.encoder_layer_forward(x, p, config.n_head, key_mask, **_options(config), p_drop=p_drop, rng=rng)
+        caches.append(c)
+    c_ln = None
+    if config.norm == "pre":
+        x, c_ln = layernorm.forward_fast(x, params["ln_f_enc"]["gamma"], params["ln_f_enc"]["beta"], config.ln_eps)
+    return x, EncoderCache(c_embed, caches, c_ln)
+
+
+def decode(params, config, memory, tgt_ids, src_pad_mask=None, tgt_pad_mask=None, training=False, rng=None):
+    """The decoder stack and the tied output projection: logits of the next target token at every position.
+
+    Parameters
+    ----------
+    params : dict from :func:`init_params`
+    config : TransformerConfig
+    memory : ndarray (B, S, C), from :func:`encode`
+    tgt_ids : int ndarray (B, T)
+        The decoder's input (the target shifted right, starting with a start token).
+    src_pad_mask : bool ndarray (B, S), optional
+        Hides padded source positions from the cross-attention.
+    tgt_pad_mask : bool ndarray (B, T), optional
+        Hides padded target positions from the decoder's self-attention, on top of the causal mask.
+    training : bool
+    rng : numpy.random.Generator, required in training when ``config.p_drop > 0``
+
+    Returns
+    -------
+    logits : ndarray (B, T, V_tgt)
+    cache : DecoderCache
+    """
+    _check_config(config)
+    _check_params(params, config, "decoder")
+    _check_ids("tgt_ids", tgt_ids, config.tgt_vocab_size)
+    check_float("memory", memory)
+    (B, T), C = tgt_ids.shape, config.d_model
+    if memory.ndim != 3 or memory.shape[0] != B or memory.shape[2] != C:
+        raise ValueError(f"memory: expected shape ({B}, S, {C}) for tgt_ids of shape {tgt_ids.shape}, "
+                         f"got {memory.shape}")
+    _check_pad_mask("src_pad_mask", src_pad_mask, memory.shape[:2])
+    _check_pad_mask("tgt_pad_mask", tgt_pad_mask, (B, T))
+    p_drop = _dropout_rate(config, training, rng)
+
+    # Masks, True = may attend.
+    src_key_mask = None if src_pad_mask is None else src_pad_mask[:, None, None, :]   # (B, 1, 1, S)
+    self_mask = attention.causal_mask(T, T)[None, None]                               # (1, 1, T, T)
+    if tgt_pad_mask is not None:
+        self_mask = self_mask & tgt_pad_mask[:, None, None, :]                         # (B, 1, T, T)
+
+    h, c_embed = _embed_forward(tgt_ids, params["wte_tgt"], p_drop, rng)              # (B, T, C)
+    caches = []
+    for p in params["decoder"]:
+        h, c = layers.decoder_layer_forward(h, memory, p, config.n_head, self_mask, src_key_mask, **_options(config),
+                                            p_drop=p_drop, rng=rng)
+        caches.append(c)
+    c_ln = None
+    if config.norm == "pre":
+        h, c_ln = layernorm.forward_fast(h, params["ln_f_dec"]["gamma"], params["ln_f_dec"]["beta"], config.ln_eps)
+    # Output projection, tied to the target embedding.
+    logits, c_out = linear.forward_fast(h, params["wte_tgt"].T)                       # (B, T, V_tgt)
+    return logits, DecoderCache(c_embed, caches, c_ln, c_out, memory.shape)
+
+
+def forward(params, config, src_ids, tgt_ids, src_pad_mask=None, tgt_pad_mask=None, training=False, rng=None):
+    """Logits of the next target token at every target position: :func:`encode`, then :func:`decode`.
 
     Parameters
     ----------
@@ -200,60 +354,25 @@ def forward(params, config, src_ids, tgt_ids, src_pad_mask=None, tgt_pad_mask=No
     tgt_pad_mask : bool ndarray (B, T), optional
         Same convention; padded target positions are hidden from the decoder's self-attention, on top of the
         causal mask.
+    training : bool, default False
+        True: dropout with rate ``config.p_drop`` (module docstring); False: the deterministic evaluation model.
+    rng : numpy.random.Generator, required in training when ``config.p_drop > 0``
+        Draws every dropout mask of the call, in a fixed order.
 
     Returns
     -------
     logits : ndarray (B, T, V_tgt), the parameters' dtype
-    cache : tuple
+    cache : TransformerCache
     """
     _check_config(config)
-    for name, V in (("wte_src", config.src_vocab_size), ("wte_tgt", config.tgt_vocab_size)):
-        check_shape(f"params['{name}']", check_float(f"params['{name}']", params[name]), (V, config.d_model))
     _check_ids("src_ids", src_ids, config.src_vocab_size)
     _check_ids("tgt_ids", tgt_ids, config.tgt_vocab_size)
     if src_ids.shape[0] != tgt_ids.shape[0]:
         raise ValueError(f"src_ids and tgt_ids: expected the same batch size, got {src_ids.shape} and "
                          f"{tgt_ids.shape}")
-    (B, S), T = src_ids.shape, tgt_ids.shape[1]
-    _check_pad_mask("src_pad_mask", src_pad_mask, (B, S))
-    _check_pad_mask("tgt_pad_mask", tgt_pad_mask, (B, T))
-    for stack in ("encoder", "decoder"):
-        if len(params[stack]) != config.n_layer:
-            raise ValueError(f"params['{stack}']: expected {config.n_layer} layers (config.n_layer), "
-                             f"got {len(params[stack])}")
-    opts = {"norm": config.norm, "eps": config.ln_eps, "activation": config.activation}
-
-    # Masks, True = may attend.
-    src_key_mask = None if src_pad_mask is None else src_pad_mask[:, None, None, :]   # (B, 1, 1, S)
-    self_mask = attention.causal_mask(T, T)[None, None]                               # (1, 1, T, T)
-    if tgt_pad_mask is not None:
-        self_mask = self_mask & tgt_pad_mask[:, None, None, :]                         # (B, 1, T, T)
-
-    # Encoder.
-    x, c_src = _embed_forward(src_ids, params["wte_src"])                             # (B, S, C)
-    enc_caches = []
-    for p in params["encoder"]:
-        x, c = layers.encoder_layer_forward(x, p, config.n_head, src_key_mask, **opts)
-        enc_caches.append(c)
-    c_enc_ln = None
-    if config.norm == "pre":
-        x, c_enc_ln = layernorm.forward_fast(x, params["ln_f_enc"]["gamma"], params["ln_f_enc"]["beta"], config.ln_eps)
-    memory = x                                                                        # (B, S, C)
-
-    # Decoder.
-    h, c_tgt = _embed_forward(tgt_ids, params["wte_tgt"])                             # (B, T, C)
-    dec_caches = []
-    for p in params["decoder"]:
-        h, c = layers.decoder_layer_forward(h, memory, p, config.n_head, self_mask, src_key_mask, **opts)
-        dec_caches.append(c)
-    c_dec_ln = None
-    if config.norm == "pre":
-        h, c_dec_ln = layernorm.forward_fast(h, params["ln_f_dec"]["gamma"], params["ln_f_dec"]["beta"], config.ln_eps)
-
-    # Output projection, tied to the target embedding.
-    logits, c_out = linear.forward_fast(h, params["wte_tgt"].T)                            # (B, T, V_tgt)
-    cache = (c_src, enc_caches, c_enc_ln, memory.shape, c_tgt, dec_caches, c_dec_ln, c_out)
-    return logits, cache
+    memory, c_enc = encode(params, config, src_ids, src_pad_mask, training, rng)      # (B, S, C)
+    logits, c_dec = decode(params, config, memory, tgt_ids, src_pad_mask, tgt_pad_mask, training, rng)
+    return logits, TransformerCache(c_enc, c_dec)
 
 
 def backward(dlogits, cache):
@@ -262,44 +381,67 @@ def backward(dlogits, cache):
     Parameters
     ----------
     dlogits : ndarray (B, T, V_tgt)
-    cache : from :func:`forward`
+    cache : TransformerCache, from :func:`forward`
 
     Returns
     -------
     grads : dict with the nesting of ``params``
     """
-    c_src, enc_caches, c_enc_ln, memory_shape, c_tgt, dec_caches, c_dec_ln, c_out = cache
     check_float("dlogits", dlogits)
-    grads = {}
+    grads, dmemory = _decode_backward(dlogits, cache.decoder)
+    grads.update(_encode_backward(dmemory, cache.encoder))
+    return grads
 
+
+def _decode_backward(dlogits, cache):
+    """Gradients of :func:`decode`'s parameters, and of ``memory``."""
+    grads = {}
     # forward: logits = h @ wte_tgt.T
-    dh, dW_out, _ = linear.backward_fast(dlogits, c_out)             # (B, T, C), (C, V_tgt)
-    if c_dec_ln is not None:
+    dh, dW_out, _ = linear.backward_fast(dlogits, cache.out)             # (B, T, C), (C, V_tgt)
+    if cache.ln_f is not None:
         # forward: h = LN(h_N)
-        dh, dgamma, dbeta = layernorm.backward_fast(dh, c_dec_ln)
+        dh, dgamma, dbeta = layernorm.backward_fast(dh, cache.ln_f)
         grads["ln_f_dec"] = {"gamma": dgamma, "beta": dbeta}
 
     # forward: h_l = Decoder_l(h_{l-1}, memory): memory feeds every decoder layer, so its gradients add up.
-    dmemory = np.zeros(memory_shape, dtype=dh.dtype)            # (B, S, C)
+    dmemory = np.zeros(cache.memory_shape, dtype=dh.dtype)               # (B, S, C)
     dec_grads = []
-    for c in reversed(dec_caches):
+    for c in reversed(cache.layers):
         dh, dm, dp = layers.decoder_layer_backward(dh, c)
         dmemory += dm
         dec_grads.append(dp)
     grads["decoder"] = dec_grads[::-1]
     # wte_tgt is used twice (lookup and output projection): the two gradients add.
-    grads["wte_tgt"] = _embed_backward(dh, c_tgt) + dW_out.T    # (V_tgt, C)
+    grads["wte_tgt"] = _embed_backward(dh, cache.embed) + dW_out.T       # (V_tgt, C)
+    return grads, dmemory
 
+
+def _encode_backward(dmemory, cache):
+    """Gradients of :func:`encode`'s parameters, given the gradient of ``memory``."""
+    grads = {}
     dx = dmemory
-    if c_enc_ln is not None:
+    if cache.ln_f is not None:
         # forward: memory = LN(x_N)
-        dx, dgamma, dbeta = layernorm.backward_fast(dx, c_enc_ln)
+        dx, dgamma, dbeta = layernorm.backward_fast(dx, cache.ln_f)
         grads["ln_f_enc"] = {"gamma": dgamma, "beta": dbeta}
     enc_grads = []
-    for c in reversed(enc_caches):
+    for c in reversed(cache.layers):
         # forward: x_l = Encoder_l(x_{l-1})
         dx, dp = layers.encoder_layer_backward(dx, c)
         enc_grads.append(dp)
     grads["encoder"] = enc_grads[::-1]
-    grads["wte_src"] = _embed_backward(dx, c_src)               # (V_src, C)
+    grads["wte_src"] = _embed_backward(dx, cache.embed)                  # (V_src, C)
     return grads
+
+
+def cross_attention(cache):
+    """The decoder's cross-attention weights, one array (B, H, T, S) per decoder layer, from a forward cache.
+
+    Row ``[b, h, t, :]`` is how target position t of example b spreads head h's attention over the source
+    positions (it sums to 1 over the real ones). ``cache`` is a :class:`TransformerCache` or a
+    :class:`DecoderCache`. Copies, so that changing them leaves the cache (and a backward from it) intact.
+    """
+    dec = cache.decoder if isinstance(cache, TransformerCache) else cache
+    if not isinstance(dec, DecoderCache):
+        raise TypeError(f"cache: expected a TransformerCache or DecoderCache, got {type(cache).__name__}")
+    return [multihead.attention_probs(c.cross_attn.sub).copy() for c in dec.layers]

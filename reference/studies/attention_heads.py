@@ -25,7 +25,6 @@ positions :math:`i \ge 1` (position 0 can only attend to itself) and over the ba
 """
 import numpy as np
 
-from reference.models import gpt
 from reference.ops import attention, embedding, ffn, layernorm, multihead
 
 

@@ -18,8 +18,23 @@ A batch of pairs ``(src, tgt)`` (lists of digits) becomes, with S and T the long
 ``tgt_in`` is ``tgt_out`` shifted right by one behind a BOS, so position t of the decoder sees the target's tokens
 before t and predicts token t (teacher forcing). Padding positions of ``tgt_out`` hold :data:`IGNORE`, for
 ``cross_entropy.forward(..., ignore_index=IGNORE)`` and ``label_smoothing.forward(..., ignore_index=IGNORE)``.
+
+Training (:func:`train`) is the paper's recipe at a small size: teacher forcing, dropout inside the model
+(``transformer.forward(..., training=True)``), the label-smoothed cross-entropy, Adam with the paper's
+:math:`\beta_2 = 0.98, \epsilon = 10^{-9}`. The paper's learning-rate rule (``optim.noam``) peaks at
+:math:`(d_\text{model} \cdot \text{warmup})^{-1/2}`, 1.25e-2 for a width of 64 and 100 warm-up steps, which is made
+for width 512 and thousands of steps; here a linear warm-up to :attr:`ReversalRun.lr` and a cosine decay
+(``optim.warmup_cosine``) take its place. Evaluation is greedy decoding (``reference/inference/seq2seq.py``) and
+exact match; :func:`alignment_mass` measures how much cross-attention sits on the anti-diagonal.
 """
+import dataclasses
+
 import numpy as np
+
+from reference.inference import seq2seq as seq2seq_decoding
+from reference.models import transformer
+from reference.ops import label_smoothing
+from reference.training import optim
 
 PAD, BOS, EOS = 0, 1, 2
 DIGIT0 = 3
@@ -93,3 +108,143 @@ def exact_match(predicted, pairs):
     if len(predicted) != len(pairs):
         raise ValueError(f"predicted: expected {len(pairs)} sequences, one per pair, got {len(predicted)}")
     return float(np.mean([tuple(p) == tuple(t) for p, (_, t) in zip(predicted, pairs)])) if pairs else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ReversalRun:
+    """A training run of the reversal task: the data, the model's sizes, the regularisers and the optimisation.
+
+    The defaults are the book's full-mode run (chapter 6.11): strings of 3 to 8 digits, 20 000 training pairs, a
+    2 + 2 layer post-LN model of width 64, the paper's dropout and label smoothing (0.1 each), 800 steps of 64 pairs.
+    """
+
+    min_len: int = 3
+    max_len: int = 8
+    n_train: int = 20_000
+    d_model: int = 64
+    n_layer: int = 2
+    n_head: int = 4
+    d_ff: int = 128
+    norm: str = "post"
+    p_drop: float = 0.1
+    label_smoothing: float = 0.1
+    batch_size: int = 64
+    steps: int = 800
+    lr: float = 2e-3
+    warmup: int = 100
+    seed: int = 0
+    dtype: str = "float32"
+
+    def model_config(self):
+        """The transformer.TransformerConfig of this run (one vocabulary for source and target)."""
+        return transformer.TransformerConfig(src_vocab_size=VOCAB_SIZE, tgt_vocab_size=VOCAB_SIZE,
+                                             d_model=self.d_model, n_head=self.n_head, n_layer=self.n_layer,
+                                             d_ff=self.d_ff, norm=self.norm, p_drop=self.p_drop)
+
+
+def train(run, eval_pairs=(), eval_every=0):
+    """Train the encoder-decoder on digit reversal with teacher forcing, dropout and label smoothing.
+
+    Each step draws ``run.batch_size`` distinct training pairs, runs the model in training mode (dropout on), takes
+    the label-smoothed cross-entropy over the real target positions (EOS included), and makes one Adam step.
+
+    Parameters
+    ----------
+    run : ReversalRun
+    eval_pairs : list of (src, tgt), optional
+        Held-out pairs whose greedy exact match is measured every ``eval_every`` steps and after the last one. The
+        training pairs are drawn without their sources, so they are never trained on.
+    eval_every : int >= 0
+        0: only after the last step (when ``eval_pairs`` is given).
+
+    Returns
+    -------
+    dict with ``params`` (the trained parameters), ``config`` (TransformerConfig), ``train_pairs``, ``loss`` (the
+    label-smoothed training loss of every step, in nats), ``lr`` (the rate of every step), ``eval`` (a list of
+    ``(step, exact match on eval_pairs)``).
+    """
+    if not isinstance(run, ReversalRun):
+        raise TypeError(f"run: expected a ReversalRun, got {type(run).__name__}")
+    if run.batch_size > run.n_train:
+        raise ValueError(f"run.batch_size: expected at most run.n_train = {run.n_train}, got {run.batch_size}")
+    config = run.model_config()
+    # one stream per use, so that changing, say, the number of steps leaves the data and the init as they were
+    data_rng, init_rng, batch_rng, drop_rng = (np.random.default_rng([run.seed, k]) for k in range(4))
+    held_out = {src for src, _ in eval_pairs}
+    train_pairs = reversal_pairs(run.n_train, run.min_len, run.max_len, data_rng, exclude=held_out)
+    params = transformer.init_params(config, init_rng, dtype=np.dtype(run.dtype))
+    state = optim.adam_init(params)
+    losses, rates, evals = [], [], []
+    for step in range(1, run.steps + 1):
+        batch = [train_pairs[i] for i in batch_rng.choice(run.n_train, size=run.batch_size, replace=False)]
+        src_ids, src_mask, tgt_in, tgt_mask, tgt_out = make_batch(batch)
+        logits, cache = transformer.forward(params, config, src_ids, tgt_in, src_mask, tgt_mask,
+                                            training=True, rng=drop_rng)             # (B, T, V), dropout on
+        loss, c_loss = label_smoothing.forward(logits, tgt_out, run.label_smoothing, ignore_index=IGNORE)
+        grads = transformer.backward(label_smoothing.backward(1.0, c_loss), cache)
+        lr = optim.warmup_cosine(step, run.lr, run.warmup, run.steps)
+        optim.adam_step(params, grads, state, lr, betas=(0.9, 0.98), eps=1e-9)   # the paper's Adam (§5.3)
+        losses.append(float(loss))
+        rates.append(lr)
+        if eval_pairs and ((eval_every and step % eval_every == 0) or step == run.steps):
+            evals.append((step, exact_match(predict(params, config, eval_pairs), eval_pairs)))
+    return {"params": params, "config": config, "train_pairs": train_pairs, "loss": np.array(losses),
+            "lr": np.array(rates), "eval": evals}
+
+
+def predict(params, config, pairs, batch_size=512):
+    """The greedy reversal of each pair's source: a list of digit tuples, one per pair (evaluation mode)."""
+    out = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        src_ids, src_mask, *_ = make_batch(chunk)
+        longest = max(len(t) for _, t in chunk)
+        tokens, _ = seq2seq_decoding.greedy(params, config, src_ids, BOS, EOS, longest + 2, src_mask)
+        out += [decode_digits(row) for row in tokens]
+    return out
+
+
+def alignment_mass(probs, src_lengths, offset=0):
+    r"""Mean cross-attention on the reversal's alignment, per head: :math:`\frac{1}{\sum_b n_b} \sum_b \sum_{t < n_b}
+    P_b[t,\, n_b - 1 - t + \text{offset}]`.
+
+    Output token t of a reversed string of length n is source token n - 1 - t, and decoder position t (the one
+    whose input is BOS or output token t - 1) predicts it: a head that reads the token it is about to copy puts its
+    weight on that anti-diagonal. ``offset`` = 1 measures the diagonal just right of it (key n - t, one later),
+    and so on; entries that fall outside the string count 0.
+
+    Parameters
+    ----------
+    probs : ndarray (B, H, T, S)
+        One decoder layer's cross-attention (``transformer.cross_attention``) on a teacher-forced batch from
+        :func:`make_batch` (T and S at least the longest source).
+    src_lengths : sequence of B ints
+        The number of digits of each source.
+    offset : int
+
+    Returns
+    -------
+    mass : ndarray (H,)
+        Between 0 and 1; uniform attention over a source of n digits and its EOS gives 1 / (n + 1)
+        (:func:`alignment_chance`).
+    """
+    probs = np.asarray(probs)
+    if probs.ndim != 4 or probs.shape[0] != len(src_lengths):
+        raise ValueError(f"probs: expected shape (B, H, T, S) with B = len(src_lengths) = {len(src_lengths)}, "
+                         f"got {probs.shape}")
+    if len(src_lengths) and min(probs.shape[2:]) < max(src_lengths):
+        raise ValueError(f"probs: expected T and S of at least the longest source ({max(src_lengths)} digits), got "
+                         f"T, S = {probs.shape[2:]} (teacher-forced batches from make_batch have them)")
+    total, count = np.zeros(probs.shape[1]), 0
+    for b, n in enumerate(src_lengths):
+        t = np.arange(n)                                           # decoder positions that predict a digit
+        key = n - 1 - t + offset                                   # the source position each one copies
+        inside = (key >= 0) & (key < n)
+        total += probs[b][:, t[inside], key[inside]].sum(axis=-1)  # (H,)
+        count += n
+    return total / count
+
+
+def alignment_chance(src_lengths):
+    """What :func:`alignment_mass` gives for uniform attention over each source's digits and its EOS."""
+    return float(np.sum([n / (n + 1) for n in src_lengths]) / np.sum(src_lengths))

@@ -1,8 +1,9 @@
-"""Checks of reference/models/layers.py: the encoder and decoder layers, post-LN and pre-LN.
+"""Checks of reference/models/layers.py: the encoder and decoder layers, post-LN and pre-LN, with and without dropout.
 
 Finite differences (float64) for every input and every parameter; PyTorch's own nn.TransformerEncoderLayer and
 nn.TransformerDecoderLayer (same weights copied in) as the oracle for the forward and every gradient, in float64
-and float32; bad arguments. Budget: under 10 s on one core.
+and float32; dropout replayed by hand where the paper puts it, and its gradients by finite differences with the
+masks fixed; bad arguments. Budget: under 10 s on one core.
 """
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from reference.gradcheck import check_grads, numerical_grad, rel_error
 from reference.models import layers
-from reference.ops import attention
+from reference.ops import attention, dropout, ffn, layernorm, multihead
 
 B, T, S, C, H, D_FF = 2, 4, 5, 8, 2, 12
 
@@ -337,6 +338,86 @@ def test_post_and_pre_ln_differ_and_post_ln_output_is_normalised(rng):
     np.testing.assert_allclose(y_post.var(-1), 1.0, atol=1e-4)
     assert np.abs(y_pre.mean(-1)).max() > 1e-3
     assert rel_error(y_post, y_pre) > 1e-2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dropout inside the layers (the paper's §5.4: each sublayer's output, before the residual sum).
+
+P_DROP = 0.3   # high enough that every (B, T, C) array of the tests has dropped and kept entries
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_dropout_layers_match_finite_differences(norm, rng):
+    # The masks are drawn from a generator; a fresh generator with the same seed in every call replays them, so
+    # the layer is a fixed (piecewise smooth) function for the finite differences, as dropout.backward assumes.
+    x, memory = rng.standard_normal((B, T, C)), rng.standard_normal((B, S, C))
+    enc, dec = encoder_params(rng), decoder_params(rng)
+    _, _, self_mask = masks()
+    G = rng.standard_normal((B, T, C))
+
+    def run_enc():
+        return layers.encoder_layer_forward(x, enc, H, norm=norm, p_drop=P_DROP, rng=np.random.default_rng(7))
+
+    def run_dec():
+        return layers.decoder_layer_forward(x, memory, dec, H, self_mask, norm=norm, p_drop=P_DROP,
+                                            rng=np.random.default_rng(7))
+
+    y, cache = run_enc()
+    assert cache.self_attn.drop is not None and cache.ffn.drop is not None
+    dx, dparams = layers.encoder_layer_backward(G, cache)
+    check_layer_grads(lambda: float(np.sum(run_enc()[0] * G)), {"x": x, **flatten(enc)}, {"x": dx, **flatten(dparams)})
+    y, cache = run_dec()
+    dx, dmemory, dparams = layers.decoder_layer_backward(G, cache)
+    check_layer_grads(lambda: float(np.sum(run_dec()[0] * G)), {"x": x, "memory": memory, **flatten(dec)},
+                      {"x": dx, "memory": dmemory, **flatten(dparams)})
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_dropout_sits_on_each_sublayer_output_before_the_residual_sum(norm, rng):
+    # The decoder layer written out from the single ops, with the three masks drawn as the layer draws them (one
+    # (B, T, C) array each: self-attention, cross-attention, FFN): post-LN y = LN(x + Drop(S(x))), pre-LN
+    # y = x + Drop(S(LN(x))). The same ops in the same order: equal to float64 round-off (1e-12 leaves room).
+    x, memory = rng.standard_normal((B, T, C)), rng.standard_normal((B, S, C))
+    p = decoder_params(rng)
+    _, _, self_mask = masks()
+    y, _ = layers.decoder_layer_forward(x, memory, p, H, self_mask, norm=norm, p_drop=P_DROP,
+                                        rng=np.random.default_rng(11))
+    replay = np.random.default_rng(11)
+    sublayers = [lambda u: multihead.forward(u, u, p["attn"], H, self_mask)[0],
+                 lambda u: multihead.forward(u, memory, p["cross_attn"], H)[0],
+                 lambda u: ffn.forward(u, **p["ffn"])[0]]
+    h = x
+    for sub, ln in zip(sublayers, ("ln1", "ln2", "ln3")):
+        mask = replay.random((B, T, C)) >= P_DROP                     # True = kept, as dropout.forward draws it
+        gamma, beta = p[ln]["gamma"], p[ln]["beta"]
+        if norm == "post":
+            h = layernorm.forward(h + dropout.forward(sub(h), P_DROP, mask=mask)[0], gamma, beta)[0]
+        else:
+            h = h + dropout.forward(sub(layernorm.forward(h, gamma, beta)[0]), P_DROP, mask=mask)[0]
+    assert rel_error(y, h) < 1e-12
+    # and it is not the layer without dropout
+    y0, _ = layers.decoder_layer_forward(x, memory, p, H, self_mask, norm=norm)
+    assert rel_error(y, y0) > 1e-2
+
+
+def test_p_drop_zero_is_the_layer_without_dropout(rng):
+    # Evaluation (p_drop = 0) must compute exactly the deterministic layer, whatever rng is passed, and draw nothing.
+    x = rng.standard_normal((B, S, C))
+    enc = encoder_params(rng)
+    gen = np.random.default_rng(3)
+    before = gen.bit_generator.state
+    y_eval, cache = layers.encoder_layer_forward(x, enc, H, p_drop=0.0, rng=gen)
+    assert gen.bit_generator.state == before and cache.self_attn.drop is None
+    np.testing.assert_array_equal(y_eval, layers.encoder_layer_forward(x, enc, H)[0])
+
+
+def test_dropout_bad_arguments_raise(rng):
+    x = rng.standard_normal((B, S, C))
+    enc = encoder_params(rng)
+    with pytest.raises(ValueError, match="exactly one of rng"):
+        layers.encoder_layer_forward(x, enc, H, p_drop=0.1)                       # training needs a generator
+    with pytest.raises(ValueError, match=r"p: expected a float in \[0, 1\]"):
+        layers.encoder_layer_forward(x, enc, H, p_drop=1.5, rng=np.random.default_rng(0))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Finite differences (float64) on a tiny config for every parameter array (a random subset of the entries of the
 big ones, see ``check_grads_subset``); the same model composed from PyTorch's own layers as the oracle for the
-logits and every gradient; masks (causal, padding) and positions doing what they claim; init; bad configs and
-inputs. Budget: under 20 s on one core.
+logits and every gradient; masks (causal, padding) and positions doing what they claim; dropout in training (the
+documented composition, finite differences with the masks fixed, evaluation untouched); encode/decode and the
+cross-attention maps; init; bad configs and inputs. Budget: under 20 s on one core.
 """
 import dataclasses
 import math
@@ -13,8 +14,9 @@ import pytest
 import torch
 
 from reference.gradcheck import RTOL_FD, numerical_grad, rel_error
-from reference.models import transformer
+from reference.models import layers, transformer
 from reference.models.transformer import TransformerConfig
+from reference.ops import attention, dropout, layernorm, positional
 from reference.training import init
 from tests.models.test_layers import (
     flatten,
@@ -224,6 +226,105 @@ def test_padded_positions_do_not_leak(norm, rng):
     c, _ = transformer.forward(params, config, src, tgt)
     d, _ = transformer.forward(params, config, src2, tgt2)
     assert rel_error(c[real], d[real]) > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dropout in training, encode/decode, cross-attention.
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_training_mode_with_dropout_matches_finite_differences(norm, rng):
+    # A fresh generator with the same seed in every call draws the same masks: the model is then one fixed
+    # function, and its backward (through every dropout, the embeddings' included) must match finite differences.
+    config = tiny_config(norm=norm, p_drop=0.3)
+    params = perturbed_params(config, rng)
+    src, tgt, src_pad, tgt_pad = data(rng, config)
+    G = rng.standard_normal((B, T, config.tgt_vocab_size))
+
+    def run():
+        return transformer.forward(params, config, src, tgt, src_pad, tgt_pad, training=True,
+                                   rng=np.random.default_rng(21))
+
+    logits, cache = run()
+    grads = transformer.backward(G, cache)
+    assert cache.encoder.embed[2] is not None and cache.decoder.layers[0].ffn.drop is not None
+    check_grads_subset(lambda: float(np.sum(run()[0] * G)), flatten_layer(params), flatten_layer(grads), rng)
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_training_mode_is_the_documented_composition(norm, rng):
+    # The module docstring's order of the masks: source embeddings, the encoder's layers, target embeddings, the
+    # decoder's layers, all from one generator. Written out with the layers and dropout.forward, the logits are
+    # the same to round-off (the same ops in the same order; 1e-12 leaves room).
+    config = tiny_config(norm=norm, p_drop=0.2)
+    params = perturbed_params(config, rng)
+    src, tgt, src_pad, tgt_pad = data(rng, config)
+    logits, _ = transformer.forward(params, config, src, tgt, src_pad, tgt_pad, training=True,
+                                    rng=np.random.default_rng(5))
+    gen, C, p = np.random.default_rng(5), config.d_model, config.p_drop
+    opts = dict(norm=norm, eps=config.ln_eps, activation=config.activation, p_drop=p, rng=gen)
+    key_mask = src_pad[:, None, None, :]
+    x = dropout.forward(math.sqrt(C) * params["wte_src"][src] + positional.sinusoidal(S, C), p, rng=gen)[0]
+    for lp in params["encoder"]:
+        x = layers.encoder_layer_forward(x, lp, config.n_head, key_mask, **opts)[0]
+    if norm == "pre":
+        x = layernorm.forward(x, params["ln_f_enc"]["gamma"], params["ln_f_enc"]["beta"], config.ln_eps)[0]
+    self_mask = attention.causal_mask(T, T)[None, None] & tgt_pad[:, None, None, :]
+    h = dropout.forward(math.sqrt(C) * params["wte_tgt"][tgt] + positional.sinusoidal(T, C), p, rng=gen)[0]
+    for lp in params["decoder"]:
+        h = layers.decoder_layer_forward(h, x, lp, config.n_head, self_mask, key_mask, **opts)[0]
+    if norm == "pre":
+        h = layernorm.forward(h, params["ln_f_dec"]["gamma"], params["ln_f_dec"]["beta"], config.ln_eps)[0]
+    assert rel_error(logits, h @ params["wte_tgt"].T) < 1e-12
+
+
+def test_evaluation_mode_is_deterministic_and_training_mode_is_not(rng):
+    config = tiny_config(p_drop=0.1)
+    params = perturbed_params(config, rng)
+    src, tgt, src_pad, tgt_pad = data(rng, config)
+    evaluation, _ = transformer.forward(params, config, src, tgt, src_pad, tgt_pad)
+    # p_drop = 0 in training, and any p_drop in evaluation: the same numbers, bit for bit
+    no_drop, _ = transformer.forward(params, dataclasses.replace(config, p_drop=0.0), src, tgt, src_pad, tgt_pad,
+                                     training=True)
+    np.testing.assert_array_equal(evaluation, no_drop)
+    a, _ = transformer.forward(params, config, src, tgt, src_pad, tgt_pad, training=True, rng=np.random.default_rng(1))
+    b, _ = transformer.forward(params, config, src, tgt, src_pad, tgt_pad, training=True, rng=np.random.default_rng(2))
+    assert rel_error(a, evaluation) > 1e-3 and rel_error(a, b) > 1e-3
+
+
+def test_encode_then_decode_is_forward_and_cross_attention_reads_the_source(rng):
+    config = tiny_config()
+    params = perturbed_params(config, rng)
+    src, tgt, src_pad, tgt_pad = data(rng, config)
+    logits, cache = transformer.forward(params, config, src, tgt, src_pad, tgt_pad)
+    memory, _ = transformer.encode(params, config, src, src_pad)
+    logits2, dec_cache = transformer.decode(params, config, memory, tgt, src_pad, tgt_pad)
+    np.testing.assert_array_equal(logits, logits2)
+    maps = transformer.cross_attention(cache)
+    assert len(maps) == config.n_layer
+    for P, P2 in zip(maps, transformer.cross_attention(dec_cache)):
+        assert P.shape == (B, config.n_head, T, S)
+        np.testing.assert_array_equal(P, P2)
+        np.testing.assert_allclose(P.sum(-1), 1.0, rtol=0, atol=1e-12)          # rows are distributions
+        assert np.all(P[1, :, :, ~src_pad[1]] == 0)                              # padded source keys get nothing
+    maps[0][...] = 0                                                             # a copy: the cache is intact
+    assert transformer.cross_attention(cache)[0].sum() > 0
+
+
+def test_dropout_and_decode_bad_arguments_raise(rng):
+    with pytest.raises(ValueError, match=r"p_drop: expected a number in \[0, 1\)"):
+        tiny_config(p_drop=1.0)
+    config = tiny_config(p_drop=0.1)
+    params = transformer.init_params(config, rng)
+    src, tgt, _, _ = data(rng, config)
+    with pytest.raises(ValueError, match="needs a numpy.random.Generator"):
+        transformer.forward(params, config, src, tgt, training=True)
+    with pytest.raises(TypeError, match="training: expected a bool"):
+        transformer.forward(params, config, src, tgt, training=1)
+    memory, _ = transformer.encode(params, config, src)
+    with pytest.raises(ValueError, match="memory: expected shape"):
+        transformer.decode(params, config, memory[:1], tgt)
+    with pytest.raises(TypeError, match="TransformerCache or DecoderCache"):
+        transformer.cross_attention(())
 
 
 # ---------------------------------------------------------------------------------------------------------------
