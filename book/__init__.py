@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from threadpoolctl import threadpool_limits
@@ -26,6 +27,9 @@ FIG_DIR = Path(os.environ.get("LM_PRIMER_FIG_DIR", ROOT / "figures"))
 
 BLAS_THREADS = 1
 threadpool_limits(limits=BLAS_THREADS)
+# tqdm (imported by transformers) warns that Jupyter's progress widgets are not installed; the chapters draw no
+# progress bars, and the warning would print this machine's paths into the notebook.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 
 def glue(name, text):

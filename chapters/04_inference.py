@@ -418,7 +418,7 @@ assert gen.postprocess(padded, wp, special_ids=wp.special_ids) == wp.decode(wp_i
 # speed on standard error. Here it continues a prompt greedily, then samples three continuations at temperature
 # 0.8 among the 20 most likely characters. The greedy output must be what `gen.generate` gives in this notebook.
 
-# %%
+# %% tags=["measurement"]
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402

@@ -389,7 +389,7 @@ print(f"data-parallel run: {dp_log['communication']['all_reduce']['seconds']:.3f
       f"tokens/s: one process {ref['tokens_per_second']:,.0f}, two ranks {dp_log['tokens_per_second']:,.0f}")
 glue("dp_comm_share", f"{share:.0%}")
 
-# %% [markdown]
+# %% [markdown] tags=["measurement"]
 # The bytes each rank sent match the formula to within a few hundred bytes per call (the message headers and the
 # barrier before each repeat), a ratio of {{comm_ratio}} at {{comm_big}}. The data-parallel run spent
 # {{dp_comm_share}} of its training time inside all-reduce in this build; on two processes that share two cores with
@@ -550,7 +550,7 @@ for ax in (ax1, ax2):
     ax.legend()
 savefig(fig, "scale_recompute.png")
 
-# %% [markdown]
+# %% [markdown] tags=["measurement"]
 # Recomputation cost {{rc_time}} of the stored step's time for the first shape in this build; the recorded benchmark
 # beside it shows the same order. The bound $1 + t_\text{forward} / t_\text{step}$ is loose, because the forward
 # pass timed here includes the embedding and the output head, which are not recomputed. Large runs often recompute
