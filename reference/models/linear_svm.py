@@ -35,7 +35,6 @@ import numpy as np
 
 from reference._checks import check_float, check_int, check_shape
 from reference.models import logreg
-from reference.training import optim
 
 
 def hinge_forward(logits, y):
@@ -107,28 +106,13 @@ def loss_and_grad(W, b, X, y, l2):
 def fit(X, y, n_classes, l2=1e-3, steps=300, lr=0.1):
     r"""Minimise :math:`L(W, b)` by full-batch Adam with a cosine-decayed step from :math:`W = 0, b = 0`.
 
-    The same procedure as :func:`reference.models.logreg.fit`, so that the two models differ only in their loss.
+    :func:`reference.models.logreg.fit` with this module's loss, so that the two models differ only in their loss.
 
     Returns
     -------
     W : ndarray (D, K);  b : ndarray (K,);  losses : list of float, the loss before each step
     """
-    check_int("y", y)
-    check_shape("y", y, (X.shape[0],))
-    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
-        raise ValueError(f"n_classes: expected an int >= 2, got {n_classes!r}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps: expected a positive int, got {steps!r}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr: expected a positive number, got {lr!r}")
-    params = {"W": np.zeros((X.shape[1], n_classes), dtype=X.dtype), "b": np.zeros(n_classes, dtype=X.dtype)}
-    state = optim.adam_init(params)
-    losses = []
-    for step in range(1, steps + 1):
-        loss, dW, db = loss_and_grad(params["W"], params["b"], X, y, l2)
-        losses.append(loss)
-        optim.adam_step(params, {"W": dW, "b": db}, state, optim.warmup_cosine(step, lr, 0, steps))
-    return params["W"], params["b"], losses
+    return logreg.fit(X, y, n_classes, l2, steps, lr, objective=loss_and_grad)
 
 
 def predict(X, W, b):

@@ -212,7 +212,7 @@ def loss_and_grad(W, b, X, y, l2):
     return float(ce) + 0.5 * l2 * float(np.vdot(W, W)), dW, db
 
 
-def fit(X, y, n_classes, l2=1e-3, steps=300, lr=0.1):
+def fit(X, y, n_classes, l2=1e-3, steps=300, lr=0.1, objective=loss_and_grad):
     r"""Minimise :math:`L(W, b)` by full-batch Adam with a cosine-decayed step, from :math:`W = 0, b = 0`.
 
     Every step uses all N examples (the problem is convex and small, so there is no need for mini-batches), and
@@ -228,6 +228,9 @@ def fit(X, y, n_classes, l2=1e-3, steps=300, lr=0.1):
     l2 : float >= 0
     steps : int >= 1
     lr : float > 0
+    objective : callable ``(W, b, X, y, l2) -> (loss, dW, db)``
+        The loss to minimise: this module's :func:`loss_and_grad` (cross-entropy), or another linear model's
+        (``linear_svm`` passes its hinge loss, so that the two models differ in their loss alone).
 
     Returns
     -------
@@ -251,7 +254,7 @@ def fit(X, y, n_classes, l2=1e-3, steps=300, lr=0.1):
     state = optim.adam_init(params)
     losses = []
     for step in range(1, steps + 1):
-        loss, dW, db = loss_and_grad(params["W"], params["b"], X, y, l2)
+        loss, dW, db = objective(params["W"], params["b"], X, y, l2)
         losses.append(loss)
         optim.adam_step(params, {"W": dW, "b": db}, state, optim.warmup_cosine(step, lr, 0, steps))
     return params["W"], params["b"], losses
