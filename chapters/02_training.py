@@ -599,9 +599,9 @@ assert cosine > 1 - 1e-6
 # history; `--resume` continues bit-identically). At the end: the loss curve, a JSON log and a few sampled lines.
 #
 # **A full `make book` trains the default config ("small": char-level, d_model 128, 4 layers, 4 heads, context 128,
-# batch 16, 800 AdamW steps) for real, on the whole corpus, into `runs/small/checkpoint.npz`, which chapter 4 loads
-# to generate text.** It takes several minutes on two CPU cores. In quick mode (the test suite) the cell trains the
-# "tiny" config for 50 steps into a temporary folder instead.
+# batch 16, 800 AdamW steps) for real, on the whole corpus, into `runs/small/checkpoint.npz` (replacing the one an
+# earlier build left there), which chapters 3 and 4 load.** It takes several minutes on two CPU cores. In quick mode
+# (the test suite) the cell trains the "tiny" config for 50 steps into a temporary folder instead.
 
 # %%
 if QUICK:
@@ -609,7 +609,7 @@ if QUICK:
     argv = ["--config", "tiny", "--out", str(run_dir)]
 else:
     run_dir = Path("../runs/small")
-    argv = ["--config", "small", "--out", str(run_dir)]
+    argv = ["--config", "small", "--out", str(run_dir), "--overwrite"]   # each build trains it afresh
     small = train.CONFIGS["small"]   # the numbers quoted in the text above
     assert (small["tokenizer"], small["d_model"], small["n_layer"], small["n_head"], small["block_size"],
             small["batch_size"], small["steps"]) == ("char", 128, 4, 4, 128, 16, 800)
