@@ -614,9 +614,12 @@ ops_json = ROOT / "bench" / "results" / "ops.json"
 if ops_json.exists():
     ops = json.loads(ops_json.read_text())
     print(f"bench/ops.py, {ops['date']}, {ops['machine']['cpus']} CPUs, torch {ops['machine']['torch']}, "
-          f"{'quick' if ops['quick'] else 'full'} sizes; load average {ops['results']['load_average_1min']}")
-    for name, ratio in ops["results"]["ratios_torch_over_numpy"].items():
-        print(f"  {name:>24}: torch time / NumPy time = {ratio:.2f}")
+          f"{'quick' if ops['quick'] else 'full'} sizes")
+    for threads, run in ops["results"]["by_threads"].items():
+        load = run["load_average_1min"]
+        print(f" {threads} thread(s), load average {load['before']} -> {load['after']}:")
+        for name, ratio in run["ratios_torch_over_numpy"].items():
+            print(f"  {name:>24}: torch time / NumPy time = {ratio:.2f}")
     for row in ops["results"]["attention_peak_memory"]:
         print(f"  T = {row['T']:>5}: forward {row['naive_forward_bytes'] / 2**20:7.1f} MiB, "
               f"forward_blocked {row['blocked_forward_bytes'] / 2**20:5.2f} MiB")
