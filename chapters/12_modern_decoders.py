@@ -363,7 +363,6 @@ def val_loss(params, config):
 
 
 runs = {}
-t_all = time.time()
 for name, cfg in VARIANTS.items():
     for seed in SEEDS:
         out = scaling_law.train_run(cfg, train_ids, val_ids, STEPS, BATCH, LR, warmup=WARMUP, eval_batches=1,
@@ -371,10 +370,10 @@ for name, cfg in VARIANTS.items():
         runs[name, seed] = {"val": val_loss(out["params"], cfg), "params": out["params"],
                             "train_tail": float(np.mean(out["train_loss"][-20:]))}
     print(f"{name:<24} validation loss " + "  ".join(f"{runs[name, s]['val']:.3f}" for s in SEEDS))
-print(f"{len(runs)} runs in {time.time() - t_all:.0f} s")
+print(f"{len(runs)} runs")
 
 # %% [markdown]
-# Step time and the KV cache. The time of one training step (forward and backward, the batch above) is measured
+# Step time. The time of one training step (forward and backward, the batch above) is measured
 # apart from the runs, all variants interleaved and the best of several kept, so that the other jobs on this machine
 # disturb them alike. It measures this NumPy code, not the architectures' FLOPs: the GPT-2 block's ops have tuned fast
 # twins, RoPE and RMSNorm do not, and the MoE loops over its experts.
@@ -394,8 +393,9 @@ print(machine_load())
 # %% [markdown]
 # The table: validation loss (mean and standard deviation over the seeds), its difference from the GPT-2 block
 # paired by seed (the same seed: the same validation windows and, where the shapes agree, the same initial draws),
-# and a verdict. A difference counts only if every seed moves the same way and the mean difference is more than twice
-# the spread of the paired differences; otherwise it is within the noise of this experiment.
+# a verdict, and the KV cache in bytes per token. A difference counts only if every seed moves the same way and the
+# mean difference is more than twice the spread of the paired differences; otherwise it is within the noise of this
+# experiment.
 
 # %%
 base_name = "GPT-2 block"
@@ -414,12 +414,12 @@ for name, cfg in VARIANTS.items():
         verdict = "within the noise"
     total = sum(int(np.prod(s)) for s in gpt.param_shapes(cfg).values())
     rows.append((name, total, gpt.n_active_params(cfg), vals.mean(), vals.std(ddof=1) if len(vals) > 1 else np.nan,
-                 delta.mean(), spread, verdict, step_ms[name], gpt.kv_bytes_per_token(cfg)))
+                 delta.mean(), spread, verdict, gpt.kv_bytes_per_token(cfg)))
 print(f"{'variant':<24} {'params':>8} {'active':>8} {'val loss':>15} {'vs GPT-2':>16}  {'verdict':<17} "
-      f"{'step':>6} {'KV B/token':>10}")
-for name, total, active, mean, sd, dmean, dsd, verdict, ms, kvb in rows:
+      f"{'KV B/token':>10}")
+for name, total, active, mean, sd, dmean, dsd, verdict, kvb in rows:       # step times: the measurement above
     print(f"{name:<24} {total:>8,} {active:>8,} {mean:>8.3f} ± {sd:.3f} {dmean:>+8.3f} ± {dsd:.3f}  {verdict:<17} "
-          f"{ms:>4.0f}ms {kvb:>10,}")
+          f"{kvb:>10,}")
 verdicts = {r[0]: r[7] for r in rows}
 deltas = {r[0]: r[5] for r in rows}
 for key, name in (("rms", "+ RMSNorm"), ("rope", "+ RoPE"), ("swiglu", "+ SwiGLU"), ("gqa", "+ GQA"),
